@@ -1,0 +1,140 @@
+"""The aiohttp application: routes, the token check, and the worker's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
+from backend.queue import JobQueue
+from backend.rpc import Api
+from backend.settings import Settings
+
+logger = logging.getLogger("taskrpc.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+QUEUE = web.AppKey("queue", JobQueue)
+API = web.AppKey("api", Api)
+WORKER = web.AppKey("worker", asyncio.Task[None])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the server for `settings`; the worker starts and stops with the app."""
+    middlewares = [_token_check(settings.token)] if settings.token is not None else []
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    queue = JobQueue(
+        time_scale=settings.time_scale,
+        max_text_chars=settings.max_text_chars,
+        max_result_chars=settings.max_result_chars,
+        max_queued=settings.max_queued,
+        max_finished=settings.max_finished,
+    )
+    app[SETTINGS] = settings
+    app[QUEUE] = queue
+    app[API] = Api(queue, max_wait=settings.max_wait)
+    app.router.add_post(RPC_PATH, rpc)
+    app.router.add_get(HEALTH_PATH, health)
+    app.cleanup_ctx.append(_worker)
+    app.on_shutdown.append(_wake_waiters)
+    return app
+
+
+async def rpc(request: web.Request) -> web.Response:
+    """POST /rpc: one JSON-RPC request or batch."""
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)  # refused before reading a byte of it
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+    answer = await request.app[API].handle(body)
+    if answer is None:
+        return web.Response(status=204)
+    return web.Response(body=dumps(answer), content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /healthz: is the server up, how long is the queue, is a job running."""
+    queue = request.app[QUEUE]
+    running = queue.running
+    return web.json_response(
+        {
+            "status": "ok",
+            "queued": queue.queued,
+            "running": running is not None,
+            "running_id": running.id if running is not None else None,
+        }
+    )
+
+
+def dumps(answer: Any) -> bytes:
+    """JSON as UTF-8; falls back to ASCII escapes if some echoed string is not valid Unicode."""
+    try:
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(answer, separators=(",", ":")).encode("ascii")
+
+
+def _error_body(code: ErrorCode, message: str) -> str:
+    return json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})
+
+
+def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        text=_error_body(ErrorCode.INVALID_REQUEST, f"request body is larger than {limit} bytes"),
+        content_type="application/json",
+    )
+
+
+def _token_check(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(given, expected):
+            raise web.HTTPUnauthorized(
+                text=_error_body(
+                    ErrorCode.UNAUTHORIZED,
+                    "missing or wrong token: send the header 'Authorization: Bearer <token>'",
+                ),
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="taskrpc"'},
+            )
+        return await handler(request)
+
+    return check
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    """Run the one worker for as long as the app runs."""
+    task = asyncio.create_task(app[QUEUE].run(), name="taskrpc-worker")
+    task.add_done_callback(_report_crash)
+    app[WORKER] = task
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError  # we are being cancelled ourselves: do not swallow it
+
+
+async def _wake_waiters(app: web.Application) -> None:
+    app[QUEUE].close()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the worker stopped", exc_info=task.exception())

@@ -1,0 +1,67 @@
+"""`taskrpc-server`: parse settings, configure logging, serve until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from backend.app import create_app
+from backend.settings import Settings
+
+SHUTDOWN_GRACE = 1.0  # seconds in-flight requests get to finish once we stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; returns the exit status."""
+    settings = Settings.from_args(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"taskrpc-server: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass  # a second Ctrl+C during shutdown: still no traceback
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    runner = web.AppRunner(
+        create_app(settings),
+        handle_signals=False,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        port = runner.addresses[0][1]
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        print(
+            f"taskrpc-server listening on http://{host}:{port} "
+            f"(time scale {settings.time_scale:g}; Ctrl+C to stop)",
+            flush=True,
+        )
+        await stop.wait()
+        logging.getLogger("taskrpc").info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The wire contract: every name, status and code that crosses the network.
+
+This module is a leaf: it imports nothing from the package, so the server, the
+CLI and the dashboard can all import it cheaply. Clients never hard-code a
+string that is defined here.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar, TypedDict
+
+RPC_PATH = "/rpc"
+HEALTH_PATH = "/healthz"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+ENV_PREFIX = "TASKRPC_"
+
+
+class Method(enum.StrEnum):
+    """The JSON-RPC method names the server answers."""
+
+    SUBMIT = "submit"
+    STATUS = "status"
+    RESULT = "result"
+    WAIT = "wait"
+    CANCEL = "cancel"
+    LIST = "list"
+    TYPES = "types"
+    DISCOVER = "rpc.discover"
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state; the value goes on the wire unchanged."""
+
+    QUEUED = "queued"  # accepted, waiting for the worker
+    RUNNING = "running"  # the worker is on it now
+    DONE = "done"  # finished; the result can be read any number of times
+    FAILED = "failed"  # the transform raised; `error` says why
+    CANCELLED = "cancelled"  # cancelled before or while it ran
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job never leaves."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class WaitFor(enum.StrEnum):
+    """What the `wait` method returns at."""
+
+    FINISH = "finish"  # the job is done, failed or cancelled
+    CHANGE = "change"  # the job's status or position differs from what the caller saw
+
+
+class ErrorCode(enum.IntEnum):
+    """JSON-RPC error codes: the specification's, then ours (-32001 and below)."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    JOB_NOT_FOUND = -32001
+    RESULT_NOT_READY = -32002
+    JOB_FAILED = -32003
+    JOB_CANCELLED = -32004
+    QUEUE_FULL = -32005
+    ALREADY_FINISHED = -32006
+    UNAUTHORIZED = -32007
+
+
+class RpcError(Exception):
+    """An error that travels as a JSON-RPC error object.
+
+    The server raises these; the client turns error objects back into them, so
+    both sides share one table of codes and classes.
+    """
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        if isinstance(self.data, str) and self.data:
+            return f"{self.message}: {self.data}"
+        return self.message
+
+    @staticmethod
+    def from_error(code: int, message: str, data: Any = None) -> RpcError:
+        """Rebuild the exception a server sent as an error object."""
+        return _BY_CODE.get(code, RpcError)(message, data)
+
+
+class ParseError(RpcError):
+    code = ErrorCode.PARSE_ERROR
+
+
+class InvalidRequest(RpcError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class MethodNotFound(RpcError):
+    code = ErrorCode.METHOD_NOT_FOUND
+
+
+class InvalidParams(RpcError):
+    code = ErrorCode.INVALID_PARAMS
+
+
+class InternalError(RpcError):
+    code = ErrorCode.INTERNAL_ERROR
+
+
+class JobNotFound(RpcError):
+    code = ErrorCode.JOB_NOT_FOUND
+
+
+class ResultNotReady(RpcError):
+    code = ErrorCode.RESULT_NOT_READY
+
+
+class JobFailed(RpcError):
+    code = ErrorCode.JOB_FAILED
+
+
+class JobCancelled(RpcError):
+    code = ErrorCode.JOB_CANCELLED
+
+
+class QueueFull(RpcError):
+    code = ErrorCode.QUEUE_FULL
+
+
+class AlreadyFinished(RpcError):
+    code = ErrorCode.ALREADY_FINISHED
+
+
+class Unauthorized(RpcError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+_BY_CODE: dict[int, type[RpcError]] = {
+    cls.code: cls
+    for cls in (
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidParams,
+        InternalError,
+        JobNotFound,
+        ResultNotReady,
+        JobFailed,
+        JobCancelled,
+        QueueFull,
+        AlreadyFinished,
+        Unauthorized,
+    )
+}
+
+
+class JobObject(TypedDict):
+    """A job as `submit`, `status`, `wait` and `cancel` return it."""
+
+    id: str
+    type: str  # the type's name
+    status: str  # a JobStatus value
+    position: int | None  # jobs that run before it, while queued
+    data: str
+    delay: float  # seconds it sleeps, time scale applied
+    submitted_at: str  # ISO 8601 UTC
+    started_at: str | None
+    finished_at: str | None
+    estimated_finish_at: str | None  # while queued or running
+    error: str | None  # why it failed
+
+
+class JobSummary(TypedDict):
+    """A job as `list` returns it: no full text, no result."""
+
+    id: str
+    type: str
+    status: str
+    position: int | None
+    preview: str  # the first 40 characters of the text
+    length: int  # the text's length in code points
+    delay: float
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None

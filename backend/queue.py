@@ -1,0 +1,423 @@
+"""The job store, the FIFO queue and the one worker that runs jobs one at a time.
+
+One coroutine, `JobQueue.run`, owns execution: it takes the oldest queued job,
+sleeps its delay, applies its transform and records the outcome, then takes the
+next. Nothing else runs jobs, so "never two at a time" needs no lock, and FIFO
+order comes from a single deque.
+
+Everything else here is bookkeeping that answers questions in O(1) or close to
+it, so that status calls stay fast with 100 000 jobs waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from bisect import bisect_left, insort
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from backend.jobs import ALLOWED, JobType, graphemes, lookup
+from backend.protocol import (
+    AlreadyFinished,
+    InvalidParams,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobObject,
+    JobStatus,
+    JobSummary,
+    QueueFull,
+    ResultNotReady,
+)
+
+logger = logging.getLogger("taskrpc.queue")
+
+OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
+PREVIEW_CHARS = 40  # characters of text shown in job summaries
+
+
+def new_id() -> str:
+    """A random id: 80 bits, lowercase letters and digits 2-7, safe to paste in a shell."""
+    return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. `2026-11-27T21:40:09.123Z`."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One submitted job and everything that happened to it."""
+
+    id: str
+    type: JobType
+    data: str
+    delay: float  # seconds this job sleeps, after the time scale
+    seq: int  # submission order, 0, 1, 2…
+    delay_before: float  # total delay of every job submitted before this one
+    submitted_at: float
+    status: JobStatus = JobStatus.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+Listener = Callable[[Job], None]
+
+
+class JobQueue:
+    """Holds every job, queues the waiting ones and runs them with one worker."""
+
+    def __init__(
+        self,
+        *,
+        time_scale: float = 1.0,
+        max_text_chars: int = 10_000,
+        max_result_chars: int = 1_000_000,
+        max_queued: int = 100_000,
+        max_finished: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.time_scale = time_scale
+        self.max_text_chars = max_text_chars
+        self.max_result_chars = max_result_chars
+        self.max_queued = max_queued
+        self.max_finished = max_finished
+        self._clock = clock
+        self._jobs: dict[str, Job] = {}  # every known job, in submission order
+        self._pending: deque[Job] = deque()  # queued jobs, oldest first (and cancelled ones, skipped)
+        self._holes: list[tuple[int, float]] = []  # (seq, delay) of cancelled jobs in _pending
+        self._finished: deque[str] = deque()  # ids of finished jobs, oldest first, for eviction
+        self._counts: Counter[JobStatus] = Counter()
+        self._running: Job | None = None
+        self._interrupt: asyncio.Event | None = None  # set to stop the running job
+        self._work = asyncio.Event()  # set while _pending may hold a job
+        self._changed = asyncio.Event()  # replaced after every change; waiters await the old one
+        self._listeners: list[Listener] = []
+        self._next_seq = 0
+        self._delay_total = 0.0
+        self.closed = False
+
+    # -- asking ---------------------------------------------------------------------
+
+    def get(self, job_id: object) -> Job:
+        """The job with this id, or `JobNotFound`."""
+        if not isinstance(job_id, str):
+            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(
+                f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
+            )
+        return job
+
+    @property
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """How many jobs are waiting."""
+        return self._counts[JobStatus.QUEUED]
+
+    def counts(self) -> dict[str, int]:
+        """How many known jobs are in each status."""
+        return {status.value: self._counts[status] for status in JobStatus}
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs run before this queued one (the running job included)."""
+        return self._ahead(job)[0] if job.status is JobStatus.QUEUED else None
+
+    def estimated_finish(self, job: Job) -> float | None:
+        """When the job should finish, exact up to transform time, as epoch seconds."""
+        if job.status is JobStatus.RUNNING and job.started_at is not None:
+            return job.started_at + job.delay
+        if job.status is JobStatus.QUEUED:
+            return self._clock() + self._ahead(job)[1] + job.delay
+        return None
+
+    def result(self, job_id: object) -> str:
+        """The result of a done job, or the error that says why there is none."""
+        job = self.get(job_id)
+        if job.status is JobStatus.DONE and job.result is not None:
+            return job.result
+        if job.status is JobStatus.FAILED:
+            raise JobFailed(f"job {job.id} failed: {job.error}", {"error": job.error})
+        if job.status is JobStatus.CANCELLED:
+            raise JobCancelled(f"job {job.id} was cancelled; it has no result")
+        raise ResultNotReady(
+            f"job {job.id} is {job.status}; its result is not ready yet",
+            {"status": job.status.value, "position": self.position(job)},
+        )
+
+    def describe(self, job: Job) -> JobObject:
+        """The job object as it goes on the wire."""
+        return {
+            "id": job.id,
+            "type": job.type.name,
+            "status": job.status.value,
+            "position": self.position(job),
+            "data": job.data,
+            "delay": job.delay,
+            "submitted_at": iso(job.submitted_at),
+            "started_at": iso(job.started_at),
+            "finished_at": iso(job.finished_at),
+            "estimated_finish_at": iso(self.estimated_finish(job)),
+            "error": job.error,
+        }
+
+    def summarize(self, job: Job) -> JobSummary:
+        """A small summary of the job for listings: no full text, no result."""
+        return {
+            "id": job.id,
+            "type": job.type.name,
+            "status": job.status.value,
+            "position": self.position(job),
+            "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
+            "length": len(job.data),
+            "delay": job.delay,
+            "submitted_at": iso(job.submitted_at),
+            "started_at": iso(job.started_at),
+            "finished_at": iso(job.finished_at),
+        }
+
+    def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
+        """Jobs newest first, optionally of one status and submitted before sequence `before`."""
+        for job in reversed(self._jobs.values()):
+            if before is not None and job.seq >= before:
+                continue
+            if status is None or job.status is status:
+                yield job
+
+    # -- changing -------------------------------------------------------------------
+
+    def submit(self, type_key: object, data: object) -> Job:
+        """Queue a job, or raise the error that says what is wrong with it."""
+        job_type = lookup(type_key)
+        if job_type is None:
+            raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
+        text = self._check_text(job_type, data)
+        if self.queued >= self.max_queued:
+            raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); try again later")
+        delay = job_type.delay * self.time_scale
+        job = Job(
+            id=self._unused_id(),
+            type=job_type,
+            data=text,
+            delay=delay,
+            seq=self._next_seq,
+            delay_before=self._delay_total,
+            submitted_at=self._clock(),
+        )
+        self._next_seq += 1
+        self._delay_total += delay
+        self._jobs[job.id] = job
+        self._pending.append(job)
+        self._counts[JobStatus.QUEUED] += 1
+        self._work.set()
+        logger.info("job %s %s queued (%d ahead)", job.id, job_type.name, self._ahead(job)[0])
+        self._notify(job)
+        return job
+
+    def cancel(self, job_id: object) -> Job:
+        """Cancel a queued or running job."""
+        job = self.get(job_id)
+        if job.status.finished:
+            raise AlreadyFinished(
+                f"job {job.id} is already {job.status}; only a queued or running job can be "
+                "cancelled",
+                {"status": job.status.value},
+            )
+        if job.status is JobStatus.QUEUED:
+            insort(self._holes, (job.seq, job.delay))
+        elif self._interrupt is not None:
+            self._interrupt.set()
+        self._finish(job, JobStatus.CANCELLED)
+        return job
+
+    async def wait(
+        self,
+        job: Job,
+        timeout: float,
+        seen_status: JobStatus | None = None,
+        seen_position: int | None = None,
+    ) -> Job:
+        """Return when the job finishes, or when `timeout` passes.
+
+        With `seen_status` (and `seen_position`), return as soon as the job's status
+        or position differs from them: a caller passes what it last saw, so no change
+        between two calls can be missed.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.closed and not self._changed_since(job, seen_status, seen_position):
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return job
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(job)` after every change; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def close(self) -> None:
+        """Stop accepting waits and wake every waiter (the server is shutting down)."""
+        self.closed = True
+        self._changed.set()
+
+    # -- the worker -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The one worker: run the oldest queued job, then the next, forever."""
+        while True:
+            job = await self._take()
+            await self._execute(job)
+
+    async def _take(self) -> Job:
+        while True:
+            while self._pending:
+                job = self._pending.popleft()
+                if job.status is JobStatus.QUEUED:
+                    return job
+                self._holes.pop(0)  # a cancelled job: it was the oldest hole
+            self._work.clear()
+            await self._work.wait()
+
+    async def _execute(self, job: Job) -> None:
+        self._start(job)
+        interrupt = self._interrupt = asyncio.Event()
+        try:
+            if await _interrupted(interrupt, job.delay):
+                return  # cancelled while it slept; cancel() recorded it
+            if len(job.data) > OFFLOAD_ABOVE:
+                result = await asyncio.to_thread(job.type.transform, job.data)
+            else:
+                result = job.type.transform(job.data)
+        except Exception as exc:
+            logger.exception("job %s %s raised", job.id, job.type.name)
+            self._finish(job, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        else:
+            self._finish(job, JobStatus.DONE, result=result)
+        finally:
+            self._interrupt = None
+            self._running = None
+
+    def _start(self, job: Job) -> None:
+        job.status = JobStatus.RUNNING
+        job.started_at = self._clock()
+        self._running = job
+        self._counts[JobStatus.QUEUED] -= 1
+        self._counts[JobStatus.RUNNING] += 1
+        waited = job.started_at - job.submitted_at
+        logger.info("job %s %s running (waited %.3f s)", job.id, job.type.name, waited)
+        self._notify(job)
+
+    def _finish(
+        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        if job.status.finished:
+            return  # cancelled while its transform ran: the cancel stands
+        was = job.status
+        job.status, job.result, job.error = status, result, error
+        job.finished_at = self._clock()
+        self._counts[was] -= 1
+        self._counts[status] += 1
+        if self._running is job:
+            self._running = None
+        ran = job.finished_at - (job.started_at or job.finished_at)
+        logger.info(
+            "job %s %s %s (was %s, ran %.3f s)%s",
+            job.id,
+            job.type.name,
+            status.value,
+            was.value,
+            ran,
+            f": {error}" if error else "",
+        )
+        self._remember(job)
+        self._notify(job)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _check_text(self, job_type: JobType, data: object) -> str:
+        if not isinstance(data, str):
+            raise InvalidParams(f"data must be a string (the text to transform), not {type(data).__name__}")
+        if len(data) > self.max_text_chars:
+            raise InvalidParams(
+                f"data is {len(data)} characters long; the limit is {self.max_text_chars}"
+            )
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParams("data must be valid Unicode text: it holds a lone surrogate") from None
+        size = job_type.result_length(data)
+        if size > self.max_result_chars:
+            raise InvalidParams(
+                f"the result of {job_type.name} on this text would be {size} characters long; "
+                f"the limit is {self.max_result_chars}: send a shorter text"
+            )
+        return data
+
+    def _unused_id(self) -> str:
+        while (job_id := new_id()) in self._jobs:
+            pass  # 80 random bits: this loop body has never run
+        return job_id
+
+    def _ahead(self, job: Job) -> tuple[int, float]:
+        """(jobs, seconds of delay) that run before a queued job, the running job included."""
+        head = self._pending[0]
+        holes = bisect_left(self._holes, (job.seq,))
+        count = job.seq - head.seq - holes
+        delay = job.delay_before - head.delay_before - sum(d for _, d in self._holes[:holes])
+        running = self._running
+        if running is not None and running.started_at is not None:
+            count += 1
+            delay += max(0.0, running.started_at + running.delay - self._clock())
+        return count, max(0.0, delay)
+
+    def _changed_since(
+        self, job: Job, seen_status: JobStatus | None, seen_position: int | None
+    ) -> bool:
+        if job.status.finished:
+            return True
+        if seen_status is None:
+            return False
+        if job.status is not seen_status:
+            return True
+        return seen_position is not None and self.position(job) != seen_position
+
+    def _remember(self, job: Job) -> None:
+        """Keep the finished job, forgetting the oldest finished ones beyond the limit."""
+        self._finished.append(job.id)
+        while len(self._finished) > self.max_finished:
+            old = self._jobs.pop(self._finished.popleft())
+            self._counts[old.status] -= 1
+
+    def _notify(self, job: Job) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        for listener in self._listeners:
+            listener(job)
+
+
+async def _interrupted(event: asyncio.Event, delay: float) -> bool:
+    """Sleep `delay` seconds; True if `event` was set first."""
+    try:
+        async with asyncio.timeout(delay):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

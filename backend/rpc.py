@@ -1,0 +1,329 @@
+"""JSON-RPC 2.0: the methods, their parameter checks, and the one place errors become responses.
+
+Requests are parsed here (strict JSON: no NaN or Infinity), each request object is
+checked against the same rules as jsonrpcserver's schema, and then handed to
+jsonrpcserver one at a time. A batch is dispatched element by element, so one bad
+element gets its own error and the others still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jsonrpcserver import JsonRpcError, Result, Success
+from jsonrpcserver.async_dispatcher import dispatch_deserialized
+from jsonrpcserver.response import to_serializable_one
+from jsonrpcserver.sentinels import NOCONTEXT, NODATA
+
+from backend import __version__
+from backend.jobs import ALLOWED, JOB_TYPES
+from backend.protocol import ErrorCode, InvalidParams, JobStatus, Method, RpcError
+from backend.queue import JobQueue
+
+logger = logging.getLogger("taskrpc.rpc")
+
+Response = dict[str, Any]
+RpcMethod = Callable[..., Awaitable[Result]]
+
+DEFAULT_WAIT = 30.0  # seconds a `wait` call blocks when the caller gives no timeout
+DEFAULT_LIMIT = 100  # job summaries in one page of `list`
+MAX_LIMIT = 1000
+_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+
+
+class Api:
+    """The methods a client can call, bound to one queue."""
+
+    def __init__(self, queue: JobQueue, *, max_wait: float = 300.0) -> None:
+        self.queue = queue
+        self.max_wait = max_wait
+        self.methods: dict[str, RpcMethod] = {
+            Method.SUBMIT: self.submit,
+            Method.STATUS: self.status,
+            Method.RESULT: self.result,
+            Method.WAIT: self.wait,
+            Method.CANCEL: self.cancel,
+            Method.LIST: self.list,
+            Method.TYPES: self.types,
+            Method.DISCOVER: self.discover,
+        }
+        self._dispatchable = {name: _guarded(method) for name, method in self.methods.items()}
+
+    async def submit(self, type: object, data: object) -> Result:
+        """Queue a job; returns the job object with its id."""
+        return Success(self.queue.describe(self.queue.submit(type, data)))
+
+    async def status(self, id: object) -> Result:
+        """The job object: status, position, times and estimate."""
+        return Success(self.queue.describe(self.queue.get(id)))
+
+    async def result(self, id: object) -> Result:
+        """The result of a done job; any number of times."""
+        return Success({"id": id, "result": self.queue.result(id)})
+
+    async def wait(
+        self,
+        id: object,
+        timeout: object = DEFAULT_WAIT,
+        status: object = None,
+        position: object = None,
+    ) -> Result:
+        """The job object once it finishes, or when the timeout passes (not an error).
+
+        Given the `status` (and `position`) the caller last saw, it returns as soon as
+        either differs instead, so live status needs no polling.
+        """
+        job = self.queue.get(id)
+        seconds = _number("timeout", timeout, low=0.0, high=self.max_wait)
+        seen_status = None if status is None else _status(status)
+        if position is not None and (not _is_int(position) or position < 0):
+            raise InvalidParams(f"position must be a whole number >= 0 or null, not {position!r}")
+        await self.queue.wait(job, seconds, seen_status, position)  # type: ignore[arg-type]
+        return Success(self.queue.describe(job))
+
+    async def cancel(self, id: object) -> Result:
+        """Cancel a queued or running job; returns the job object, now cancelled."""
+        return Success(self.queue.describe(self.queue.cancel(id)))
+
+    async def list(
+        self, status: object = None, limit: object = DEFAULT_LIMIT, cursor: object = None
+    ) -> Result:
+        """A page of job summaries, newest first, and how many jobs are in each status."""
+        wanted = None if status is None else _status(status)
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIMIT:  # type: ignore[operator]
+            raise InvalidParams(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")
+        before = None if cursor is None else _cursor(cursor)
+        page = []
+        for job in self.queue.newest(wanted, before):
+            if len(page) == limit:
+                break
+            page.append(job)
+        more = len(page) == limit and any(True for _ in self.queue.newest(wanted, page[-1].seq))
+        return Success(
+            {
+                "jobs": [self.queue.summarize(job) for job in page],
+                "counts": self.queue.counts(),
+                "next_cursor": str(page[-1].seq) if more else None,
+            }
+        )
+
+    async def types(self) -> Result:
+        """Every job type: code, name, description and delay (before the time scale)."""
+        return Success([t.describe() for t in JOB_TYPES])
+
+    async def discover(self) -> Result:
+        """The OpenRPC document that describes this API."""
+        return Success(openrpc(self.methods))
+
+    # -- dispatch -------------------------------------------------------------------
+
+    async def handle(self, body: bytes) -> Response | list[Response] | None:
+        """Answer one HTTP request body: a response, a batch of them, or None for none."""
+        try:
+            request = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+        except UnicodeDecodeError:
+            return _error(ErrorCode.PARSE_ERROR, "Parse error", "the body is not valid UTF-8")
+        except RecursionError:
+            return _error(ErrorCode.PARSE_ERROR, "Parse error", "the JSON is nested too deeply")
+        except ValueError as exc:
+            return _error(ErrorCode.PARSE_ERROR, "Parse error", str(exc))
+        if not isinstance(request, list):
+            return await self._one(request)
+        if not request:
+            return _error(ErrorCode.INVALID_REQUEST, "Invalid request", "the batch is empty")
+        answers = await asyncio.gather(*(self._one(item) for item in request))
+        return [answer for answer in answers if answer is not None] or None
+
+    async def _one(self, request: object) -> Response | None:
+        problem = _problem(request)
+        if problem is not None:
+            return _error(ErrorCode.INVALID_REQUEST, "Invalid request", problem)
+        response: Response | None = await dispatch_deserialized(
+            self._dispatchable, NOCONTEXT, to_serializable_one, request
+        )
+        return response
+
+
+def openrpc(methods: dict[str, RpcMethod]) -> dict[str, Any]:
+    """An OpenRPC 1.2.6 document for `methods`, built from their signatures and docstrings."""
+    return {
+        "openrpc": "1.2.6",
+        "info": {"title": "taskrpc", "version": __version__},
+        "methods": [
+            {
+                "name": name,
+                "summary": (inspect.getdoc(method) or "").splitlines()[0],
+                "paramStructure": "either",
+                "params": [
+                    {
+                        "name": param.name,
+                        "required": param.default is inspect.Parameter.empty,
+                        "schema": _PARAM_SCHEMAS[param.name],
+                    }
+                    for param in inspect.signature(method).parameters.values()
+                ],
+                "result": {"name": "result", "schema": _RESULT_SCHEMAS[name]},
+                "errors": [_ERRORS[code] for code in _METHOD_ERRORS.get(name, ())],
+            }
+            for name, method in methods.items()
+        ],
+        "components": {"schemas": {"Job": _JOB_SCHEMA, "JobSummary": _SUMMARY_SCHEMA}},
+    }
+
+
+def _guarded(method: RpcMethod) -> RpcMethod:
+    """Turn our exceptions into JSON-RPC errors; log any other, and never send its text."""
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return await method(*args, **kwargs)
+        except RpcError as exc:
+            raise JsonRpcError(exc.code, exc.message, NODATA if exc.data is None else exc.data) from exc
+        except Exception as exc:
+            logger.exception("method %s raised", method.__name__)
+            raise JsonRpcError(ErrorCode.INTERNAL_ERROR, "Internal error") from exc
+
+    return call
+
+
+def _problem(request: object) -> str | None:
+    """What makes `request` an invalid request object, or None (the schema's rules)."""
+    if not isinstance(request, dict):
+        return "a request must be a JSON object"
+    if request.get("jsonrpc") != "2.0":
+        return 'jsonrpc must be exactly "2.0"'
+    if not isinstance(request.get("method"), str):
+        return "method must be a string"
+    if "params" in request and not isinstance(request["params"], list | dict):
+        return "params must be an array or an object"
+    request_id = request.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None):
+        return "id must be a string, a number or null"
+    unknown = request.keys() - _MEMBERS
+    if unknown:
+        return f"unknown member(s): {', '.join(sorted(map(repr, unknown)))}"
+    return None
+
+
+def _error(code: ErrorCode, message: str, data: str) -> Response:
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": data}, "id": None}
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text} is too large")
+    return number
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(name: str, value: object, *, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidParams(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
+def _status(value: object) -> JobStatus:
+    try:
+        return JobStatus(value)
+    except ValueError:
+        allowed = ", ".join(repr(s.value) for s in JobStatus)
+        raise InvalidParams(f"status must be one of {allowed}, not {value!r}") from None
+
+
+def _cursor(value: object) -> int:
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
+    raise InvalidParams(f"cursor must be a next_cursor from an earlier page, not {value!r}")
+
+
+_STRING = {"type": "string"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_JOB_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": _STRING,
+        "type": {"enum": [t.name for t in JOB_TYPES]},
+        "status": {"enum": [s.value for s in JobStatus]},
+        "position": {"type": ["integer", "null"], "description": "jobs that run before it"},
+        "data": _STRING,
+        "delay": {"type": "number", "description": "seconds it sleeps, time scale applied"},
+        "submitted_at": {"type": "string", "format": "date-time"},
+        "started_at": _NULLABLE_TIME,
+        "finished_at": _NULLABLE_TIME,
+        "estimated_finish_at": _NULLABLE_TIME,
+        "error": {"type": ["string", "null"]},
+    },
+}
+_SUMMARY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **{k: v for k, v in _JOB_SCHEMA["properties"].items() if k not in ("data", "error")},  # type: ignore[attr-defined]
+        "preview": {"type": "string", "description": "the first 40 characters of the text"},
+        "length": {"type": "integer"},
+    },
+}
+_JOB_REF = {"$ref": "#/components/schemas/Job"}
+_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "type": {
+        "oneOf": [{"enum": [t.code for t in JOB_TYPES]}, {"enum": [t.name for t in JOB_TYPES]}],
+        "description": f"one of {ALLOWED}",
+    },
+    "data": {"type": "string", "description": "the text to transform"},
+    "id": {"type": "string"},
+    "timeout": {"type": "number", "minimum": 0, "description": "seconds; default 30"},
+    "status": {"enum": [s.value for s in JobStatus]},
+    "position": {"type": ["integer", "null"], "minimum": 0},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    "cursor": {"type": ["string", "null"]},
+}
+_RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
+    Method.SUBMIT: _JOB_REF,
+    Method.STATUS: _JOB_REF,
+    Method.RESULT: {"type": "object", "properties": {"id": _STRING, "result": _STRING}},
+    Method.WAIT: _JOB_REF,
+    Method.CANCEL: _JOB_REF,
+    Method.LIST: {
+        "type": "object",
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/JobSummary"}},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    Method.TYPES: {"type": "array", "items": {"type": "object"}},
+    Method.DISCOVER: {"type": "object"},
+}
+_ERRORS = {
+    ErrorCode.INVALID_PARAMS: {"code": ErrorCode.INVALID_PARAMS, "message": "Invalid params"},
+    ErrorCode.JOB_NOT_FOUND: {"code": ErrorCode.JOB_NOT_FOUND, "message": "job not found"},
+    ErrorCode.RESULT_NOT_READY: {"code": ErrorCode.RESULT_NOT_READY, "message": "result not ready"},
+    ErrorCode.JOB_FAILED: {"code": ErrorCode.JOB_FAILED, "message": "job failed"},
+    ErrorCode.JOB_CANCELLED: {"code": ErrorCode.JOB_CANCELLED, "message": "job cancelled"},
+    ErrorCode.QUEUE_FULL: {"code": ErrorCode.QUEUE_FULL, "message": "queue full"},
+    ErrorCode.ALREADY_FINISHED: {"code": ErrorCode.ALREADY_FINISHED, "message": "job already finished"},
+}
+_BY_ID = (ErrorCode.INVALID_PARAMS, ErrorCode.JOB_NOT_FOUND)
+_METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
+    Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL),
+    Method.STATUS: _BY_ID,
+    Method.RESULT: (*_BY_ID, ErrorCode.RESULT_NOT_READY, ErrorCode.JOB_FAILED, ErrorCode.JOB_CANCELLED),
+    Method.WAIT: _BY_ID,
+    Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED),
+    Method.LIST: (ErrorCode.INVALID_PARAMS,),
+}

@@ -1,0 +1,150 @@
+"""Server settings: one frozen object built from flags, then `TASKRPC_*` variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend import __version__
+from backend.protocol import DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server can be told. Each field is also `TASKRPC_<FIELD>`."""
+
+    host: str = field(default=DEFAULT_HOST, metadata={"help": "address to listen on"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "port to listen on; 0 picks a free one"})
+    time_scale: float = field(
+        default=1.0, metadata={"help": "multiplies every job's delay; 0 means no delay"}
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "require 'Authorization: Bearer TOKEN' on every request"}
+    )
+    insecure: bool = field(
+        default=False, metadata={"help": "allow a non-loopback address without a token"}
+    )
+    max_body_bytes: int = field(
+        default=1024 * 1024, metadata={"help": "largest request body; larger gets HTTP 413"}
+    )
+    max_text_chars: int = field(
+        default=10_000, metadata={"help": "longest job text, in characters (code points)"}
+    )
+    max_result_chars: int = field(
+        default=1_000_000, metadata={"help": "longest job result; checked at submit"}
+    )
+    max_queued: int = field(default=100_000, metadata={"help": "most jobs waiting at once"})
+    max_finished: int = field(
+        default=10_000, metadata={"help": "finished jobs kept; the oldest is forgotten first"}
+    )
+    max_wait: float = field(
+        default=300.0, metadata={"help": "longest a single 'wait' call may block, in seconds"}
+    )
+    log_level: str = field(default="info", metadata={"help": "one of " + ", ".join(LOG_LEVELS)})
+    access_log: bool = field(default=False, metadata={"help": "log every HTTP request"})
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _problems(self) -> Iterator[str]:
+        if not 0 <= self.port <= 65535:
+            yield f"port must be 0..65535, not {self.port!r}"
+        if not self.time_scale >= 0:
+            yield f"time scale must be >= 0, not {self.time_scale!r}"
+        for name in ("max_body_bytes", "max_text_chars", "max_result_chars", "max_queued"):
+            if getattr(self, name) < 1:
+                yield f"{name.replace('_', ' ')} must be at least 1"
+        if self.max_finished < 0:
+            yield "max finished must be >= 0"
+        if not self.max_wait > 0:
+            yield "max wait must be > 0"
+        if self.log_level not in LOG_LEVELS:
+            yield f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+        if self.token == "":
+            yield "token must not be empty"
+        if self.token is None and not self.insecure and not is_loopback(self.host):
+            yield (
+                f"refusing to listen on {self.host!r} without a token: anyone who can reach "
+                "it could read every job; set --token, or pass --insecure if you mean it"
+            )
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Parse command-line flags, falling back on the environment, then the defaults."""
+        environ = os.environ if environ is None else environ
+        parser = _parser()
+        namespace = parser.parse_args(argv)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            given = getattr(namespace, f.name)
+            env = environ.get(ENV_PREFIX + f.name.upper())
+            if given is not None:
+                values[f.name] = given
+            elif env is not None:
+                try:
+                    values[f.name] = _convert(f.type, env)
+                except ValueError:
+                    parser.error(f"{ENV_PREFIX}{f.name.upper()}={env!r} is not a valid {f.type}")
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+def is_loopback(host: str) -> bool:
+    """True if `host` names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _convert(kind: object, text: str) -> object:
+    if kind == "bool":
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(text)
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskrpc-server",
+        description="Run the taskrpc job server: JSON-RPC 2.0 over HTTP, one job at a time.",
+        epilog=(
+            "Every option can also be set as TASKRPC_<OPTION>, e.g. TASKRPC_TIME_SCALE=0.1.\n"
+            "example: taskrpc-server --port 0 --time-scale 0.1"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"taskrpc {__version__}")
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        extra: dict[str, Any] = {"choices": LOG_LEVELS} if f.name == "log_level" else {}
+        parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
+    return parser

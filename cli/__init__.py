@@ -1,0 +1,1 @@
+"""taskrpc client: the `taskrpc` command line and the async client library it uses."""
