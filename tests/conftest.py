@@ -1,0 +1,174 @@
+"""Shared fixtures: a real server on a free loopback port, in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from backend.app import QUEUE, create_app
+from backend.queue import JobQueue
+from backend.settings import Settings
+from cli.client import Client
+
+FAST = 0.01  # time scale for most tests: reverse 20 ms, swap 50 ms, repeat 70 ms
+BIN = Path(sys.executable).parent
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class Server:
+    """A server running in this test's event loop."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.app[QUEUE]
+
+    async def post(
+        self, body: bytes | str | Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """POST raw bytes, a string, or a value as JSON to /rpc; returns (HTTP status, JSON or None)."""
+        if not isinstance(body, bytes | str):
+            body = json.dumps(body)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.url + "/rpc", data=body, headers=headers) as reply,
+        ):
+            raw = await reply.read()
+            return reply.status, json.loads(raw) if raw else None
+
+    async def call(self, method: str, params: Any = None, **headers: str) -> dict[str, Any]:
+        """One JSON-RPC request; returns the whole response object."""
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+        if params is not None:
+            request["params"] = params
+        status, response = await self.post(request, headers)
+        assert status == 200, status
+        assert isinstance(response, dict)
+        return response
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start servers with settings of the test's choosing; all stop at the end."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**overrides: Any) -> Server:
+        settings = Settings(**{"port": 0, "time_scale": FAST, **overrides})
+        app = create_app(settings)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return Server(f"http://127.0.0.1:{port}", app)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    """A server at the fast time scale."""
+    return await start_server()
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[Client]:
+    """The client library, connected to `server`."""
+    async with Client(server.url) as connected:
+        yield connected
+
+
+@dataclass
+class ServerProcess:
+    """`taskrpc-server` running as a subprocess."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+
+def spawn_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `taskrpc-server --port 0 ARGS` and wait for its 'listening on' line."""
+    process = subprocess.Popen(
+        [str(BIN / "taskrpc-server"), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the server flushes this line as soon as it listens
+    found = LISTENING.search(line)
+    if found is None:
+        process.kill()
+        raise AssertionError(f"no 'listening on' line: {line!r} {process.stderr.read()!r}")  # type: ignore[union-attr]
+    return ServerProcess(found.group(1), process)
+
+
+@pytest.fixture
+def server_process() -> Iterator[ServerProcess]:
+    """`taskrpc-server` as a subprocess at the fast time scale."""
+    started = spawn_server("--time-scale", str(FAST))
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+    for stream in (started.process.stdout, started.process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def run_cli(
+    *args: str, url: str | None = None, stdin: str | bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `taskrpc ARGS` to completion; text in and out is UTF-8."""
+    full_env = {**os.environ, "PYTHONIOENCODING": "", **(env or {})}
+    if url is not None:
+        full_env["TASKRPC_URL"] = url
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    done = subprocess.run(
+        [str(BIN / "taskrpc"), *args],
+        input=data,
+        capture_output=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
+    )
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` every few milliseconds until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
