@@ -194,3 +194,47 @@ class JobSummary(TypedDict):
     submitted_at: str
     started_at: str | None
     finished_at: str | None
+
+
+# -- the WebSocket (GET /ws): the same methods as /rpc, plus live job notifications ----
+
+WS_PATH = "/ws"
+
+
+class SocketMethod(enum.StrEnum):
+    """Methods only the WebSocket answers (every `Method` works there too)."""
+
+    AUTH = "auth"  # params {"token": ...}: the first message, when no Authorization header was sent
+    SUBSCRIBE = "subscribe"  # params {"limit": n}: a Snapshot now, then Changes notifications
+
+
+class Notification(enum.StrEnum):
+    """JSON-RPC notifications the server sends on the WebSocket."""
+
+    JOBS_CHANGED = "jobs.changed"  # params: Changes, every ~50 ms while jobs change
+    RESYNC = "jobs.resync"  # params {"reason": ...}: backlog dropped; call `subscribe` again
+
+
+class JobUpdate(JobSummary):
+    """A job summary as the WebSocket sends it: with its submission order."""
+
+    seq: int  # 0, 1, 2… in submission order; queued jobs run in this order
+
+
+class Snapshot(TypedDict):
+    """What `subscribe` returns: the newest jobs and where the notifications start."""
+
+    seq: int  # the next Changes notification has seq + 1
+    jobs: list[JobUpdate]  # newest first, at most `limit`
+    counts: dict[str, int]  # jobs per status, over all jobs the server knows
+    total: int  # all jobs the server knows
+    limit: int
+
+
+class Changes(TypedDict):
+    """The params of a `jobs.changed` notification: every job that changed since the last one."""
+
+    seq: int  # one more than the previous notification's (or the snapshot's)
+    jobs: list[JobUpdate]  # their state now
+    removed: list[str]  # ids the server has forgotten (finished long ago)
+    counts: dict[str, int]

@@ -1,0 +1,273 @@
+"""The queue and its one worker: order, exclusivity, transitions, cancel, failure, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from backend.jobs import JobType
+from backend.protocol import (
+    AlreadyFinished,
+    InvalidParams,
+    JobCancelled,
+    JobNotFound,
+    JobStatus,
+    QueueFull,
+    ResultNotReady,
+)
+from backend.queue import Job, JobQueue, new_id
+from tests.conftest import FAST, until
+
+
+@pytest.fixture
+async def queue() -> AsyncIterator[JobQueue]:
+    """A queue with its worker running at the fast time scale."""
+    jobs = JobQueue(time_scale=FAST)
+    worker = asyncio.create_task(jobs.run())
+    yield jobs
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+
+
+async def finish(queue: JobQueue, job: Job) -> Job:
+    """Wait (on the queue's own events) until the job finishes."""
+    return await queue.wait(job, timeout=10)
+
+
+async def test_fifo_and_never_two_at_once(queue: JobQueue) -> None:
+    """24 mixed jobs run in submission order, each starting only after the previous finished."""
+    jobs = [queue.submit((n % 3) + 1, f"job {n}") for n in range(24)]
+    await finish(queue, jobs[-1])
+    assert all(job.status is JobStatus.DONE for job in jobs)
+    starts = [job.started_at for job in jobs]
+    assert starts == sorted(starts)
+    for before, after in zip(jobs, jobs[1:], strict=False):
+        assert before.finished_at is not None
+        assert after.started_at is not None
+        assert after.started_at >= before.finished_at
+
+
+async def test_transitions_in_order(queue: JobQueue) -> None:
+    """Every job goes queued → running → done, each change reported once."""
+    seen: list[tuple[str, JobStatus]] = []
+    queue.subscribe(lambda job: seen.append((job.id, job.status)))
+    first, second = queue.submit("reverse", "ab"), queue.submit("swap", "ab")
+    await finish(queue, second)
+    for job in (first, second):
+        assert [status for job_id, status in seen if job_id == job.id] == [
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            JobStatus.DONE,
+        ]
+
+
+async def test_result_many_times(queue: JobQueue) -> None:
+    """A result can be read again and again."""
+    job = await finish(queue, queue.submit(3, "пример"))
+    assert {queue.result(job.id) for _ in range(5)} == {"прриииммммееееерррррр"}
+
+
+async def test_result_not_ready_then_ready(queue: JobQueue) -> None:
+    """Before it is done a result is not ready; after, it is."""
+    queue.time_scale = 100.0
+    job = queue.submit(1, "ab")
+    with pytest.raises(ResultNotReady, match="not ready"):
+        queue.result(job.id)
+    queue.cancel(job.id)
+
+
+async def test_cancel_queued(queue: JobQueue) -> None:
+    """A cancelled queued job never runs; the ones behind it move up and still run."""
+    queue.time_scale = 1.0
+    running = queue.submit(1, "a")
+    await until(lambda: running.status is JobStatus.RUNNING)
+    queue.time_scale = FAST
+    queued = [queue.submit(1, f"{n}") for n in range(3)]
+    assert [queue.position(job) for job in queued] == [1, 2, 3]
+    queue.cancel(queued[1].id)
+    assert queued[1].status is JobStatus.CANCELLED
+    assert [queue.position(job) for job in queued] == [1, None, 2]
+    queue.cancel(running.id)
+    await finish(queue, queued[2])
+    assert queued[1].started_at is None
+    assert [job.status for job in queued] == [JobStatus.DONE, JobStatus.CANCELLED, JobStatus.DONE]
+    with pytest.raises(JobCancelled):
+        queue.result(queued[1].id)
+
+
+async def test_cancel_running(queue: JobQueue) -> None:
+    """Cancelling the running job stops it at once and the next one starts."""
+    queue.time_scale = 10.0  # reverse sleeps 20 s unless stopped
+    job = queue.submit(1, "a")
+    await until(lambda: job.status is JobStatus.RUNNING)
+    queue.time_scale = FAST
+    after = queue.submit(1, "b")
+    queue.cancel(job.id)
+    assert job.status is JobStatus.CANCELLED
+    await finish(queue, after)
+    assert after.status is JobStatus.DONE
+    assert job.result is None
+
+
+async def test_cancel_finished_is_refused(queue: JobQueue) -> None:
+    """A finished job cannot be cancelled, and says so."""
+    job = await finish(queue, queue.submit(1, "a"))
+    with pytest.raises(AlreadyFinished, match="already done"):
+        queue.cancel(job.id)
+
+
+async def test_failing_job_does_not_stop_the_next(
+    queue: JobQueue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transform that raises makes its job failed; the worker goes on."""
+
+    def explode(text: str) -> str:
+        raise ValueError("boom")
+
+    broken = JobType(9, "broken", "fails", 1.0, explode, len)
+    with monkeypatch.context() as patch:
+        patch.setattr("backend.queue.lookup", lambda key: broken)
+        bad = queue.submit(1, "x")
+    good = queue.submit(1, "ab")
+    await finish(queue, good)
+    assert bad.status is JobStatus.FAILED
+    assert bad.error == "ValueError: boom"
+    assert good.status is JobStatus.DONE
+    assert "raised" in caplog.text
+
+
+async def test_large_text_runs_off_the_loop(queue: JobQueue) -> None:
+    """A large transform happens in a thread; its result is the same."""
+    text = "ab" * 5000
+    job = await finish(queue, queue.submit(1, text))
+    assert job.result == text[::-1]
+
+
+async def test_position_and_estimate(queue: JobQueue) -> None:
+    """A queued job knows how many run before it and, exactly, when it will finish."""
+    queue.time_scale = 1.0
+    clock = [1000.0]
+    queue._clock = lambda: clock[0]
+    first = queue.submit(3, "a")  # 7 s
+    await until(lambda: first.status is JobStatus.RUNNING)
+    second, third = queue.submit(2, "b"), queue.submit(1, "c")  # 5 s, 2 s
+    assert queue.position(second) == 1
+    assert queue.position(third) == 2
+    assert queue.estimated_finish(first) == 1007.0
+    assert queue.estimated_finish(second) == 1012.0
+    assert queue.estimated_finish(third) == 1014.0
+    clock[0] = 1003.0  # 3 s into the first job
+    assert queue.estimated_finish(third) == 1014.0
+    queue.cancel(second.id)
+    assert queue.position(third) == 1
+    assert queue.estimated_finish(third) == 1009.0
+    queue.cancel(first.id)
+    queue.cancel(third.id)
+
+
+async def test_wait_returns_at_change(queue: JobQueue) -> None:
+    """Given what the caller saw, wait returns at the next change of status or position."""
+    queue.time_scale = 1.0
+    first = queue.submit(1, "a")
+    second = queue.submit(1, "b")
+    await until(lambda: first.status is JobStatus.RUNNING)
+    assert queue.position(second) == 1
+    waiter = asyncio.create_task(queue.wait(second, 10, JobStatus.QUEUED, 1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    queue.cancel(first.id)  # second starts: a change
+    assert await asyncio.wait_for(waiter, 5) is second
+    assert second.status is JobStatus.RUNNING
+    queue.cancel(second.id)
+
+
+async def test_wait_times_out_quietly(queue: JobQueue) -> None:
+    """wait returns the current state when its timeout passes, without an error."""
+    queue.time_scale = 100.0
+    job = queue.submit(1, "a")
+    assert (await queue.wait(job, 0.05)).status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    queue.cancel(job.id)
+
+
+async def test_close_wakes_waiters(queue: JobQueue) -> None:
+    """On shutdown every waiter returns at once."""
+    queue.time_scale = 100.0
+    job = queue.submit(1, "a")
+    waiters = [asyncio.create_task(queue.wait(job, 60)) for _ in range(20)]
+    await asyncio.sleep(0)
+    queue.close()
+    done, _ = await asyncio.wait(waiters, timeout=2)
+    assert len(done) == 20
+
+
+async def test_unknown_id(queue: JobQueue) -> None:
+    """An unknown id is JobNotFound; a non-string id is InvalidParams."""
+    with pytest.raises(JobNotFound):
+        queue.get("nope")
+    with pytest.raises(InvalidParams, match="id must be a string"):
+        queue.get(5)
+
+
+async def test_log_line_per_state_change(queue: JobQueue, caplog: pytest.LogCaptureFixture) -> None:
+    """One log line per state change: id, type, state and timing."""
+    caplog.set_level(logging.INFO, logger="taskrpc.queue")
+    job = await finish(queue, queue.submit(1, "a"))
+    lines = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
+    assert len(lines) == 3
+    assert lines[0].startswith(f"job {job.id} reverse queued")
+    assert lines[1].startswith(f"job {job.id} reverse running (waited ")
+    assert lines[2].startswith(f"job {job.id} reverse done (was running, ran ")
+
+
+def test_ids_are_random_and_shell_safe() -> None:
+    """Ids carry 80 random bits in [a-z2-7], never start with '-', never repeat."""
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for job_id in ids:
+        assert len(job_id) == 16
+        assert set(job_id) <= set("abcdefghijklmnopqrstuvwxyz234567")
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_text_limit() -> None:
+    """A text over max_text_chars is refused at submit, saying the limit."""
+    queue = JobQueue(max_text_chars=5)
+    queue.submit(1, "12345")
+    with pytest.raises(InvalidParams, match="6 characters long; the limit is 5"):
+        queue.submit(1, "123456")
+
+
+def test_result_limit() -> None:
+    """repeat is refused at submit when its result would exceed max_result_chars."""
+    queue = JobQueue(max_result_chars=10)
+    queue.submit(3, "1234")  # 10 characters
+    queue.submit(1, "1234567890")  # reverse: same length
+    with pytest.raises(InvalidParams, match="result of repeat on this text would be 15 characters"):
+        queue.submit(3, "12345")
+
+
+def test_queue_limit() -> None:
+    """Once max_queued jobs wait, submit is refused with QueueFull."""
+    queue = JobQueue(max_queued=2)
+    queue.submit(1, "a")
+    queue.submit(1, "b")
+    with pytest.raises(QueueFull, match="queue is full"):
+        queue.submit(1, "c")
+
+
+async def test_finished_jobs_are_evicted_oldest_first(queue: JobQueue) -> None:
+    """Only max_finished finished jobs are kept; the oldest are forgotten first."""
+    queue.max_finished = 3
+    jobs = [queue.submit(1, str(n)) for n in range(6)]
+    await finish(queue, jobs[-1])
+    for job in jobs[:3]:
+        with pytest.raises(JobNotFound):
+            queue.get(job.id)
+    assert [queue.get(job.id) for job in jobs[3:]] == jobs[3:]
+    assert queue.counts()["done"] == 3
