@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from backend import ws
 from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
 from backend.queue import JobQueue
 from backend.rpc import Api
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(HEALTH_PATH, health)
     app.cleanup_ctx.append(_worker)
     app.on_shutdown.append(_wake_waiters)
+    ws.setup(app, queue, app[API], settings.token, settings.max_body_bytes)
     return app
 
 

@@ -13,15 +13,21 @@ from types import TracebackType
 from typing import Any, Self, cast
 
 import aiohttp
+from aiohttp import WSCloseCode
 from jsonrpcclient import Error, parse, request
 
 from backend.protocol import (
     RPC_PATH,
+    WS_PATH,
+    Changes,
     JobObject,
     JobStatus,
     JobSummary,
     Method,
+    Notification,
     RpcError,
+    Snapshot,
+    SocketMethod,
     Unauthorized,
 )
 
@@ -127,9 +133,121 @@ class Client:
         return cast(list[dict[str, Any]], await self.call(Method.TYPES))
 
 
+    def subscribe(self, limit: int = 1000) -> Subscription:
+        """Live job changes over the WebSocket: `async with client.subscribe() as feed:`."""
+        if self._session is None:
+            raise RuntimeError("use the client inside 'async with'")
+        return Subscription(self._session, self.url, limit)
+
+
+class Subscription:
+    """A `subscribe` on the server's WebSocket.
+
+    `snapshot` holds the jobs as of subscribing; iterating yields each later
+    `Changes`, in order, and a fresh `Snapshot` whenever the server asked for a
+    resync or a notification went missing. It raises `TransportError` when the
+    connection is lost; the caller reconnects with a new subscription.
+    """
+
+    HEARTBEAT = 5.0  # seconds between pings; a server that stops answering counts as gone
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, limit: int) -> None:
+        self.url = url
+        self.limit = limit
+        self._session = session
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self.snapshot: Snapshot | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url + WS_PATH, heartbeat=self.HEARTBEAT, max_msg_size=0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                raise _refused() from exc
+            raise TransportError(f"{self.url}{WS_PATH} refused the WebSocket: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise Unreachable(self.url, str(exc.os_error.strerror or exc.os_error)) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            reason = exc or type(exc).__name__
+            raise TransportError(f"talking to {self.url} failed: {reason}") from exc
+        try:
+            self.snapshot = await self._subscribe()
+        except BaseException:
+            await self._ws.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Changes | Snapshot:
+        message = await self._receive()
+        if message.get("method") == Notification.JOBS_CHANGED:
+            changes = cast(Changes, message["params"])
+            if changes["seq"] == self._seq + 1:
+                self._seq = changes["seq"]
+                return changes
+        elif message.get("method") != Notification.RESYNC:
+            return await self.__anext__()  # a stray answer: nothing to report
+        self.snapshot = await self._subscribe()  # told to resync, or a notification is missing
+        return self.snapshot
+
+    async def _subscribe(self) -> Snapshot:
+        request_id = next(self._ids)
+        payload = request(SocketMethod.SUBSCRIBE.value, {"limit": self.limit}, id=request_id)
+        await self._send(payload)
+        while True:  # notifications sent before the answer are superseded by the snapshot
+            message = await self._receive()
+            if message.get("id") == request_id:
+                snapshot = cast(Snapshot, _result(200, json.dumps(message).encode(), self.url))
+                self._seq = snapshot["seq"]
+                return snapshot
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        assert self._ws is not None
+        try:
+            await self._ws.send_json(payload)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise TransportError(f"lost the connection to {self.url}: {exc}") from exc
+
+    async def _receive(self) -> dict[str, Any]:
+        assert self._ws is not None
+        message = await self._ws.receive()
+        if message.type is aiohttp.WSMsgType.TEXT:
+            try:
+                decoded = json.loads(message.data)
+            except ValueError as exc:
+                raise TransportError(f"{self.url} sent a frame that is not JSON") from exc
+            if isinstance(decoded, dict):
+                return decoded
+            raise TransportError(f"{self.url} sent a frame that is not a JSON-RPC message")
+        if message.type is aiohttp.WSMsgType.CLOSE and message.data == WSCloseCode.POLICY_VIOLATION:
+            raise _refused()
+        raise TransportError(f"lost the connection to {self.url}")
+
+
+def _refused() -> Unauthorized:
+    return Unauthorized(
+        "the server refused the token (missing or wrong): pass --token or set TASKRPC_TOKEN"
+    )
+
+
 def _result(status: int, body: bytes, url: str) -> Any:
     if status == 401:
-        raise Unauthorized("the server refused the token (missing or wrong): pass --token or set TASKRPC_TOKEN")
+        raise _refused()
     try:
         answer = json.loads(body)
         response = parse(answer)

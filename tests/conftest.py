@@ -112,6 +112,15 @@ class ServerProcess:
         self.process.send_signal(signum)
         return self.process.wait(timeout)
 
+    def reap(self) -> None:
+        """Kill the process if it still runs and close its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
 
 def spawn_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """Start `taskrpc-server --port 0 ARGS` and wait for its 'listening on' line."""
@@ -136,12 +145,7 @@ def server_process() -> Iterator[ServerProcess]:
     """`taskrpc-server` as a subprocess at the fast time scale."""
     started = spawn_server("--time-scale", str(FAST))
     yield started
-    if started.process.poll() is None:
-        started.process.kill()
-        started.process.wait()
-    for stream in (started.process.stdout, started.process.stderr):
-        if stream is not None:
-            stream.close()
+    started.reap()
 
 
 def run_cli(
