@@ -1,0 +1,100 @@
+"""The token rule, and refusing to listen publicly without one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backend.protocol import Method
+from backend.settings import Settings, is_loopback
+from cli.client import Client
+from cli.main import ExitStatus
+from tests.conftest import StartServer, run_cli, spawn_server
+
+TOKEN = "s3cret-token"
+ALL_METHODS = [m.value for m in Method]
+
+
+def request(method: str, params: object = None) -> dict[str, object]:
+    body: dict[str, object] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"bearer {TOKEN}", TOKEN, f"Bearer {TOKEN}x"])
+async def test_missing_or_wrong_token_is_refused(
+    start_server: StartServer, method: str, header: str | None
+) -> None:
+    """Every method, without the exact bearer token, gets 401 and a JSON-RPC error body."""
+    server = await start_server(token=TOKEN)
+    headers = {} if header is None else {"Authorization": header}
+    status, body = await server.post(request(method, {"id": "x"}), headers)
+    assert status == 401
+    assert body["error"]["code"] == -32007
+    assert "token" in body["error"]["message"]
+    assert server.queue.counts() == {s: 0 for s in server.queue.counts()}
+
+
+async def test_batch_without_token_is_refused(start_server: StartServer) -> None:
+    """A batch without the token is refused whole: nothing in it runs."""
+    server = await start_server(token=TOKEN)
+    batch = [request("submit", [1, "a"]), request("submit", [2, "b"])]
+    status, _ = await server.post(batch)
+    assert status == 401
+    assert server.queue.queued == 0
+
+
+async def test_right_token_is_accepted(start_server: StartServer) -> None:
+    """With the right token single calls and batches work; the client library sends it."""
+    server = await start_server(token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, body = await server.post([request("types"), request("submit", [1, "ab"])], auth)
+    assert status == 200
+    assert len(body) == 2
+    async with Client(server.url, TOKEN) as client:
+        assert len(await client.types()) == 3
+
+
+async def test_health_needs_the_token_too(start_server: StartServer) -> None:
+    """No endpoint answers without the token when one is set."""
+    import aiohttp
+
+    server = await start_server(token=TOKEN)
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/healthz") as reply:
+        assert reply.status == 401
+        body = json.loads(await reply.read())
+        assert body["error"]["code"] == -32007
+
+
+def test_cli_token_from_flag_and_environment() -> None:
+    """The CLI sends --token or TASKRPC_TOKEN; without it, one line and exit 2."""
+    server = spawn_server("--time-scale", "0", env={"TASKRPC_TOKEN": TOKEN})
+    try:
+        refused = run_cli("types", url=server.url, env={"TASKRPC_TOKEN": ""})
+        assert refused.returncode == ExitStatus.USAGE
+        assert "refused the token" in refused.stderr
+        assert run_cli("--token", TOKEN, "types", url=server.url).returncode == 0
+        assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": TOKEN}).returncode == 0
+    finally:
+        server.reap()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
+     ("::", False), ("192.168.1.10", False), ("example.com", False)],
+)
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    """Only loopback addresses count as private to this machine."""
+    assert is_loopback(host) is loopback
+
+
+def test_public_address_needs_token_or_insecure() -> None:
+    """Listening on a public address needs a token, or an explicit --insecure."""
+    with pytest.raises(ValueError, match="refusing to listen on '0.0.0.0' without a token"):
+        Settings(host="0.0.0.0")
+    assert Settings(host="0.0.0.0", token="t").token == "t"
+    assert Settings(host="0.0.0.0", insecure=True).insecure
