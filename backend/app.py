@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from backend import ws
 from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
@@ -99,7 +100,7 @@ def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
     )
 
 
-def _token_check(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _token_check(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
     @web.middleware

@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import overload
 
 from backend.jobs import ALLOWED, JobType, graphemes, lookup
 from backend.protocol import (
@@ -47,8 +48,12 @@ def new_id() -> str:
     return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
 
 
+@overload
+def iso(timestamp: float) -> str: ...
+@overload
+def iso(timestamp: float | None) -> str | None: ...
 def iso(timestamp: float | None) -> str | None:
-    """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. `2026-11-27T21:40:09.123Z`."""
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. `2026-11-27T21:40:09.123Z`."""
     if timestamp is None:
         return None
     moment = datetime.fromtimestamp(timestamp, UTC)
@@ -96,7 +101,9 @@ class JobQueue:
         self.max_finished = max_finished
         self._clock = clock
         self._jobs: dict[str, Job] = {}  # every known job, in submission order
-        self._pending: deque[Job] = deque()  # queued jobs, oldest first (and cancelled ones, skipped)
+        self._pending: deque[Job] = (
+            deque()
+        )  # queued jobs, oldest first (and cancelled ones, skipped)
         self._holes: list[tuple[int, float]] = []  # (seq, delay) of cancelled jobs in _pending
         self._finished: deque[str] = deque()  # ids of finished jobs, oldest first, for eviction
         self._counts: Counter[JobStatus] = Counter()
@@ -354,7 +361,9 @@ class JobQueue:
 
     def _check_text(self, job_type: JobType, data: object) -> str:
         if not isinstance(data, str):
-            raise InvalidParams(f"data must be a string (the text to transform), not {type(data).__name__}")
+            raise InvalidParams(
+                f"data must be a string (the text to transform), not {type(data).__name__}"
+            )
         if len(data) > self.max_text_chars:
             raise InvalidParams(
                 f"data is {len(data)} characters long; the limit is {self.max_text_chars}"
@@ -362,7 +371,9 @@ class JobQueue:
         try:
             data.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidParams("data must be valid Unicode text: it holds a lone surrogate") from None
+            raise InvalidParams(
+                "data must be valid Unicode text: it holds a lone surrogate"
+            ) from None
         size = job_type.result_length(data)
         if size > self.max_result_chars:
             raise InvalidParams(

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from jsonrpcserver import JsonRpcError, Result, Success
 from jsonrpcserver.async_dispatcher import dispatch_deserialized
@@ -25,7 +25,7 @@ from jsonrpcserver.sentinels import NOCONTEXT, NODATA
 from backend import __version__
 from backend.jobs import ALLOWED, JOB_TYPES
 from backend.protocol import ErrorCode, InvalidParams, JobStatus, Method, RpcError
-from backend.queue import JobQueue
+from backend.queue import Job, JobQueue
 
 logger = logging.getLogger("taskrpc.rpc")
 
@@ -36,6 +36,7 @@ DEFAULT_WAIT = 30.0  # seconds a `wait` call blocks when the caller gives no tim
 DEFAULT_LIMIT = 100  # job summaries in one page of `list`
 MAX_LIMIT = 1000
 _MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+_STATUSES = [status.value for status in JobStatus]
 
 
 class Api:
@@ -50,7 +51,7 @@ class Api:
             Method.RESULT: self.result,
             Method.WAIT: self.wait,
             Method.CANCEL: self.cancel,
-            Method.LIST: self.list,
+            Method.LIST: self.list_jobs,
             Method.TYPES: self.types,
             Method.DISCOVER: self.discover,
         }
@@ -83,29 +84,27 @@ class Api:
         job = self.queue.get(id)
         seconds = _number("timeout", timeout, low=0.0, high=self.max_wait)
         seen_status = None if status is None else _status(status)
-        if position is not None and (not _is_int(position) or position < 0):
-            raise InvalidParams(f"position must be a whole number >= 0 or null, not {position!r}")
-        await self.queue.wait(job, seconds, seen_status, position)  # type: ignore[arg-type]
+        seen_position = None if position is None else _whole("position", position, low=0)
+        await self.queue.wait(job, seconds, seen_status, seen_position)
         return Success(self.queue.describe(job))
 
     async def cancel(self, id: object) -> Result:
         """Cancel a queued or running job; returns the job object, now cancelled."""
         return Success(self.queue.describe(self.queue.cancel(id)))
 
-    async def list(
+    async def list_jobs(
         self, status: object = None, limit: object = DEFAULT_LIMIT, cursor: object = None
     ) -> Result:
         """A page of job summaries, newest first, and how many jobs are in each status."""
         wanted = None if status is None else _status(status)
-        if not _is_int(limit) or not 1 <= limit <= MAX_LIMIT:  # type: ignore[operator]
-            raise InvalidParams(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")
+        count = _whole("limit", limit, low=1, high=MAX_LIMIT)
         before = None if cursor is None else _cursor(cursor)
-        page = []
+        page: list[Job] = []
         for job in self.queue.newest(wanted, before):
-            if len(page) == limit:
+            if len(page) == count:
                 break
             page.append(job)
-        more = len(page) == limit and any(True for _ in self.queue.newest(wanted, page[-1].seq))
+        more = len(page) == count and any(True for _ in self.queue.newest(wanted, page[-1].seq))
         return Success(
             {
                 "jobs": [self.queue.summarize(job) for job in page],
@@ -127,7 +126,9 @@ class Api:
     async def handle(self, body: bytes) -> Response | list[Response] | None:
         """Answer one HTTP request body: a response, a batch of them, or None for none."""
         try:
-            request = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+            request = json.loads(
+                body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
+            )
         except UnicodeDecodeError:
             return _error(ErrorCode.PARSE_ERROR, "Parse error", "the body is not valid UTF-8")
         except RecursionError:
@@ -145,10 +146,13 @@ class Api:
         problem = _problem(request)
         if problem is not None:
             return _error(ErrorCode.INVALID_REQUEST, "Invalid request", problem)
-        response: Response | None = await dispatch_deserialized(
-            self._dispatchable, NOCONTEXT, to_serializable_one, request
+        response = await dispatch_deserialized(
+            self._dispatchable,
+            NOCONTEXT,
+            to_serializable_one,  # type: ignore[arg-type]  # its annotations disagree with it
+            request,  # type: ignore[arg-type]  # checked by _problem above
         )
-        return response
+        return cast(Response | None, response)
 
 
 def openrpc(methods: dict[str, RpcMethod]) -> dict[str, Any]:
@@ -186,7 +190,9 @@ def _guarded(method: RpcMethod) -> RpcMethod:
         try:
             return await method(*args, **kwargs)
         except RpcError as exc:
-            raise JsonRpcError(exc.code, exc.message, NODATA if exc.data is None else exc.data) from exc
+            raise JsonRpcError(
+                exc.code, exc.message, NODATA if exc.data is None else exc.data
+            ) from exc
         except Exception as exc:
             logger.exception("method %s raised", method.__name__)
             raise JsonRpcError(ErrorCode.INTERNAL_ERROR, "Internal error") from exc
@@ -228,22 +234,26 @@ def _finite(text: str) -> float:
     return number
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= (high or value):
+        return value
+    allowed = f"from {low} to {high}" if high is not None else f">= {low}"
+    raise InvalidParams(f"{name} must be a whole number {allowed}, not {value!r}")
 
 
 def _number(name: str, value: object, *, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidParams(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+        raise InvalidParams(
+            f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}"
+        )
     return float(value)
 
 
 def _status(value: object) -> JobStatus:
-    try:
+    if isinstance(value, str) and value in _STATUSES:
         return JobStatus(value)
-    except ValueError:
-        allowed = ", ".join(repr(s.value) for s in JobStatus)
-        raise InvalidParams(f"status must be one of {allowed}, not {value!r}") from None
+    allowed = ", ".join(map(repr, _STATUSES))
+    raise InvalidParams(f"status must be one of {allowed}, not {value!r}")
 
 
 def _cursor(value: object) -> int:
@@ -316,13 +326,21 @@ _ERRORS = {
     ErrorCode.JOB_FAILED: {"code": ErrorCode.JOB_FAILED, "message": "job failed"},
     ErrorCode.JOB_CANCELLED: {"code": ErrorCode.JOB_CANCELLED, "message": "job cancelled"},
     ErrorCode.QUEUE_FULL: {"code": ErrorCode.QUEUE_FULL, "message": "queue full"},
-    ErrorCode.ALREADY_FINISHED: {"code": ErrorCode.ALREADY_FINISHED, "message": "job already finished"},
+    ErrorCode.ALREADY_FINISHED: {
+        "code": ErrorCode.ALREADY_FINISHED,
+        "message": "job already finished",
+    },
 }
 _BY_ID = (ErrorCode.INVALID_PARAMS, ErrorCode.JOB_NOT_FOUND)
 _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
     Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL),
     Method.STATUS: _BY_ID,
-    Method.RESULT: (*_BY_ID, ErrorCode.RESULT_NOT_READY, ErrorCode.JOB_FAILED, ErrorCode.JOB_CANCELLED),
+    Method.RESULT: (
+        *_BY_ID,
+        ErrorCode.RESULT_NOT_READY,
+        ErrorCode.JOB_FAILED,
+        ErrorCode.JOB_CANCELLED,
+    ),
     Method.WAIT: _BY_ID,
     Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED),
     Method.LIST: (ErrorCode.INVALID_PARAMS,),

@@ -1,4 +1,4 @@
-"""Server settings: one frozen object built from flags, then `TASKRPC_*` variables, then defaults."""
+"""Server settings: one frozen object from flags, then `TASKRPC_*` variables, then defaults."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class Settings:
     """Everything the server can be told. Each field is also `TASKRPC_<FIELD>`."""
 
     host: str = field(default=DEFAULT_HOST, metadata={"help": "address to listen on"})
-    port: int = field(default=DEFAULT_PORT, metadata={"help": "port to listen on; 0 picks a free one"})
+    port: int = field(
+        default=DEFAULT_PORT, metadata={"help": "port to listen on; 0 picks a free one"}
+    )
     time_scale: float = field(
         default=1.0, metadata={"help": "multiplies every job's delay; 0 means no delay"}
     )
@@ -142,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.type == "bool":
-            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+            parser.add_argument(
+                flag, action="store_const", const=True, default=None, help=help_text
+            )
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
         extra: dict[str, Any] = {"choices": LOG_LEVELS} if f.name == "log_level" else {}

@@ -6,7 +6,6 @@ JSON-RPC errors come back as the exceptions of `backend.protocol` (`JobNotFound`
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from types import TracebackType
@@ -14,7 +13,7 @@ from typing import Any, Self, cast
 
 import aiohttp
 from aiohttp import WSCloseCode
-from jsonrpcclient import Error, parse, request
+from jsonrpcclient import Error, Ok, parse, request
 
 from backend.protocol import (
     RPC_PATH,
@@ -70,7 +69,9 @@ class Client:
             await self._session.close()
             self._session = None
 
-    async def call(self, method: Method, params: dict[str, Any] | None = None, *, wait: float = 0) -> Any:
+    async def call(
+        self, method: Method, params: dict[str, Any] | None = None, *, wait: float = 0
+    ) -> Any:
         """Call `method` and return its result, or raise the error the server sent."""
         if self._session is None:
             raise RuntimeError("use the client inside 'async with'")
@@ -82,8 +83,10 @@ class Client:
                 status = reply.status
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(self.url, str(exc.os_error.strerror or exc.os_error)) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TransportError(f"talking to {self.url} failed: {exc or type(exc).__name__}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(
+                f"talking to {self.url} failed: {exc or type(exc).__name__}"
+            ) from exc
         return _result(status, body, self.url)
 
     async def submit(self, job_type: int | str, data: str) -> JobObject:
@@ -116,7 +119,7 @@ class Client:
         """Cancel a queued or running job."""
         return cast(JobObject, await self.call(Method.CANCEL, {"id": job_id}))
 
-    async def list(
+    async def jobs(
         self, status: JobStatus | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[JobSummary], dict[str, int], str | None]:
         """A page of job summaries (newest first), the counts per status, the next cursor."""
@@ -131,7 +134,6 @@ class Client:
     async def types(self) -> list[dict[str, Any]]:
         """The job types the server knows."""
         return cast(list[dict[str, Any]], await self.call(Method.TYPES))
-
 
     def subscribe(self, limit: int = 1000) -> Subscription:
         """Live job changes over the WebSocket: `async with client.subscribe() as feed:`."""
@@ -255,4 +257,6 @@ def _result(status: int, body: bytes, url: str) -> Any:
         raise TransportError(f"{url} answered HTTP {status} without a JSON-RPC response") from exc
     if isinstance(response, Error):
         raise RpcError.from_error(response.code, response.message, response.data)
+    if not isinstance(response, Ok):
+        raise TransportError(f"{url} answered a batch to a single request")
     return response.result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import enum
+import io
 import json
 import os
 import sys
@@ -58,7 +59,8 @@ Command = Callable[["Client", argparse.Namespace], Awaitable[None]]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(encoding="utf-8")  # type: ignore[attr-defined]
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(encoding="utf-8")
     args = _parser().parse_args(argv)
     try:
         asyncio.run(_run(args))
@@ -94,7 +96,10 @@ def _explain(exc: Exception) -> tuple[ExitStatus, str]:
         return ExitStatus.NOT_READY, str(exc)
     if isinstance(exc, RpcError | TransportError):
         return ExitStatus.ERROR, str(exc)
-    return ExitStatus.ERROR, f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)"
+    return (
+        ExitStatus.ERROR,
+        f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
+    )
 
 
 # -- commands -------------------------------------------------------------------------
@@ -125,7 +130,9 @@ async def wait(client: Client, args: argparse.Namespace) -> None:
     elif args.type is not None and args.data is not None:
         job = await client.submit(_job_type(args.type), _text(args.data))
     else:
-        raise Failure("give TYPE and DATA to submit a job, or --id ID to wait for one", ExitStatus.USAGE)
+        raise Failure(
+            "give TYPE and DATA to submit a job, or --id ID to wait for one", ExitStatus.USAGE
+        )
     job_id = job["id"]
     print(f"taskrpc: job {job_id} ({job['type']})", file=sys.stderr, flush=True)
     live = LiveStatus(sys.stderr)
@@ -173,7 +180,7 @@ async def list_jobs(client: Client, args: argparse.Namespace) -> None:
     from cli.render import status_line
 
     wanted = None if args.status is None else JobStatus(args.status)
-    jobs, counts, cursor = await client.list(wanted, args.limit)
+    jobs, counts, cursor = await client.jobs(wanted, args.limit)
     if args.json:
         _print(args, {"jobs": jobs, "counts": counts, "next_cursor": cursor}, "")
         return
@@ -238,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Command, summary: str, example: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+    def command(
+        name: str, run: Command, summary: str, example: str, aliases: Sequence[str] = ()
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             aliases=list(aliases),
@@ -251,7 +260,11 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command(
-        "submit", submit, "queue a job and print its id", "id=$(taskrpc submit reverse пример)", ["task"]
+        "submit",
+        submit,
+        "queue a job and print its id",
+        "id=$(taskrpc submit reverse пример)",
+        ["task"],
     )
     sub.add_argument("type", metavar="TYPE", help=_TYPES_HELP)
     sub.add_argument("data", metavar="DATA", help="the text; - reads standard input")
@@ -274,7 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--timeout", type=_seconds, help="give up waiting after this many seconds")
 
     sub = command("list", list_jobs, "list jobs, newest first", "taskrpc list --status queued")
-    sub.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this status")
+    sub.add_argument(
+        "--status", choices=[s.value for s in JobStatus], help="only jobs in this status"
+    )
     sub.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
 
     sub = command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id")

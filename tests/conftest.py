@@ -43,7 +43,7 @@ class Server:
     async def post(
         self, body: bytes | str | Any, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        """POST raw bytes, a string, or a value as JSON to /rpc; returns (HTTP status, JSON or None)."""
+        """POST bytes, a string or a value as JSON to /rpc; returns (HTTP status, JSON or None)."""
         if not isinstance(body, bytes | str):
             body = json.dumps(body)
         async with (
@@ -149,7 +149,10 @@ def server_process() -> Iterator[ServerProcess]:
 
 
 def run_cli(
-    *args: str, url: str | None = None, stdin: str | bytes | None = None, env: dict[str, str] | None = None
+    *args: str,
+    url: str | None = None,
+    stdin: str | bytes | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `taskrpc ARGS` to completion; text in and out is UTF-8."""
     full_env = {**os.environ, "PYTHONIOENCODING": "", **(env or {})}
@@ -169,7 +172,9 @@ def run_cli(
     )
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll `predicate` every few milliseconds until it holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

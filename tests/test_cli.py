@@ -170,19 +170,27 @@ def test_unreachable_server() -> None:
     """No server at the URL: one line saying so, exit 3."""
     done = run_cli("status", "abc", url="http://127.0.0.1:9")
     assert done.returncode == ExitStatus.UNREACHABLE
-    assert done.stderr.startswith("taskrpc: cannot reach http://127.0.0.1:9 — is taskrpc-server running?")
+    assert done.stderr.startswith(
+        "taskrpc: cannot reach http://127.0.0.1:9 — is taskrpc-server running?"
+    )
     assert done.stderr.count("\n") == 1
 
 
 def test_utf8_whatever_the_locale(server_process: ServerProcess) -> None:
     """Output is UTF-8 even when the environment asks for another encoding."""
     done = run_cli(
-        "wait", "reverse", "пример", url=server_process.url, env={"PYTHONIOENCODING": "latin-1", "LC_ALL": "C"}
+        "wait",
+        "reverse",
+        "пример",
+        url=server_process.url,
+        env={"PYTHONIOENCODING": "latin-1", "LC_ALL": "C"},
     )
     assert (done.returncode, done.stdout) == (0, "ремирп\n")
 
 
-@pytest.mark.parametrize("command", ["submit", "status", "result", "wait", "list", "cancel", "types"])
+@pytest.mark.parametrize(
+    "command", ["submit", "status", "result", "wait", "list", "cancel", "types"]
+)
 def test_help_shows_an_example(command: str) -> None:
     """Every command's --help shows an example."""
     done = run_cli(command, "--help")

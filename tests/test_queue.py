@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
 
@@ -43,9 +44,9 @@ async def test_fifo_and_never_two_at_once(queue: JobQueue) -> None:
     jobs = [queue.submit((n % 3) + 1, f"job {n}") for n in range(24)]
     await finish(queue, jobs[-1])
     assert all(job.status is JobStatus.DONE for job in jobs)
-    starts = [job.started_at for job in jobs]
+    starts = [job.started_at or 0.0 for job in jobs]
     assert starts == sorted(starts)
-    for before, after in zip(jobs, jobs[1:], strict=False):
+    for before, after in itertools.pairwise(jobs):
         assert before.finished_at is not None
         assert after.started_at is not None
         assert after.started_at >= before.finished_at

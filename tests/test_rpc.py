@@ -37,16 +37,22 @@ async def test_named_params(server: Server) -> None:
     assert response["result"]["type"] == "swap"
     job_id = response["result"]["id"]
     await until(lambda: server.queue.get(job_id).status is JobStatus.DONE)
-    assert (await server.call("result", {"id": job_id}))["result"] == {"id": job_id, "result": "окт"}
+    assert (await server.call("result", {"id": job_id}))["result"] == {
+        "id": job_id,
+        "result": "окт",
+    }
 
 
 async def test_notification_gets_no_response_but_runs(server: Server) -> None:
     """A notification is executed, and the HTTP answer is 204 with no body."""
     status, body = await server.post({"jsonrpc": "2.0", "method": "submit", "params": [1, "ab"]})
     assert (status, body) == (204, None)
-    assert server.queue.counts()["queued"] + server.queue.counts()["running"] + server.queue.counts()[
-        "done"
-    ] == 1
+    assert (
+        server.queue.counts()["queued"]
+        + server.queue.counts()["running"]
+        + server.queue.counts()["done"]
+        == 1
+    )
 
 
 async def test_method_not_found(server: Server) -> None:
@@ -59,7 +65,9 @@ async def test_method_not_found(server: Server) -> None:
 
 async def test_invalid_json(server: Server) -> None:
     """rpc call with invalid JSON: -32700 and id null."""
-    status, body = await server.post(b'{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]')
+    status, body = await server.post(
+        b'{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]'
+    )
     assert status == 200
     assert error_code(body) == -32700
     assert body["id"] is None
@@ -75,7 +83,8 @@ async def test_invalid_request_object(server: Server) -> None:
 async def test_batch_invalid_json(server: Server) -> None:
     """rpc call Batch, invalid JSON: one -32700."""
     _, body = await server.post(
-        b'[{"jsonrpc": "2.0", "method": "submit", "params": [1, "a"], "id": "1"},{"jsonrpc": "2.0", "method"]'
+        b'[{"jsonrpc": "2.0", "method": "submit", "params": [1, "a"], "id": "1"},'
+        b'{"jsonrpc": "2.0", "method"]'
     )
     assert error_code(body) == -32700
 
@@ -97,7 +106,7 @@ async def test_invalid_batch_elements(server: Server, batch: list[int]) -> None:
 
 
 async def test_mixed_batch(server: Server) -> None:
-    """rpc call Batch: the valid calls run, each bad element gets its own error, notifications none."""
+    """rpc call Batch: valid calls run, each bad element gets its own error, notifications none."""
     batch = [
         {"jsonrpc": "2.0", "method": "submit", "params": [1, "ab"], "id": "1"},
         {"jsonrpc": "2.0", "method": "submit", "params": [2, "ab"]},
@@ -148,7 +157,13 @@ async def test_malformed_request_objects(server: Server, request_object: object)
 
 @pytest.mark.parametrize(
     "raw",
-    [b"NaN", b"[Infinity]", b'{"jsonrpc": "2.0", "method": "types", "id": 1e400}', b"\xff\xfe", b""],
+    [
+        b"NaN",
+        b"[Infinity]",
+        b'{"jsonrpc": "2.0", "method": "types", "id": 1e400}',
+        b"\xff\xfe",
+        b"",
+    ],
 )
 async def test_not_json(server: Server, raw: bytes) -> None:
     """NaN, Infinity, numbers too large for a double, invalid UTF-8 and nothing: -32700."""
@@ -277,26 +292,36 @@ async def test_already_finished(server: Server) -> None:
     assert response["error"]["data"] == {"status": "done"}
 
 
-async def test_internal_error_hides_details(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_internal_error_hides_details(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unexpected exception is -32603 with no exception text sent; it is logged instead."""
 
     def broken(job_id: object) -> None:
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(server.queue, "get", broken)
-    status, body = await server.post({"jsonrpc": "2.0", "method": "status", "params": ["x"], "id": 7})
+    status, body = await server.post(
+        {"jsonrpc": "2.0", "method": "status", "params": ["x"], "id": 7}
+    )
     assert status == 200
-    assert body == {"jsonrpc": "2.0", "error": {"code": -32603, "message": "Internal error"}, "id": 7}
+    assert body == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32603, "message": "Internal error"},
+        "id": 7,
+    }
     assert "secret" not in json.dumps(body)
 
 
 def test_error_codes_match_the_specification() -> None:
     """The reserved codes are the specification's (-32603 is internal error, not -32602)."""
-    assert ErrorCode.PARSE_ERROR == -32700
-    assert ErrorCode.INVALID_REQUEST == -32600
-    assert ErrorCode.METHOD_NOT_FOUND == -32601
-    assert ErrorCode.INVALID_PARAMS == -32602
-    assert ErrorCode.INTERNAL_ERROR == -32603
+    assert {code.name: code.value for code in ErrorCode if code.value <= -32600} == {
+        "PARSE_ERROR": -32700,
+        "INVALID_REQUEST": -32600,
+        "METHOD_NOT_FOUND": -32601,
+        "INVALID_PARAMS": -32602,
+        "INTERNAL_ERROR": -32603,
+    }
     assert [c.value for c in ErrorCode if c.value > -32100] == list(range(-32001, -32008, -1))
 
 
@@ -319,7 +344,16 @@ async def test_discover(server: Server) -> None:
     document = (await server.call("rpc.discover"))["result"]
     assert document["openrpc"].startswith("1.")
     methods = {m["name"]: m for m in document["methods"]}
-    assert set(methods) == {"submit", "status", "result", "wait", "cancel", "list", "types", "rpc.discover"}
+    assert set(methods) == {
+        "submit",
+        "status",
+        "result",
+        "wait",
+        "cancel",
+        "list",
+        "types",
+        "rpc.discover",
+    }
     assert [(p["name"], p["required"]) for p in methods["submit"]["params"]] == [
         ("type", True),
         ("data", True),

@@ -24,7 +24,9 @@ def request(method: str, params: object = None) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
-@pytest.mark.parametrize("header", [None, "Bearer wrong", f"bearer {TOKEN}", TOKEN, f"Bearer {TOKEN}x"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", f"bearer {TOKEN}", TOKEN, f"Bearer {TOKEN}x"]
+)
 async def test_missing_or_wrong_token_is_refused(
     start_server: StartServer, method: str, header: str | None
 ) -> None:
@@ -35,7 +37,7 @@ async def test_missing_or_wrong_token_is_refused(
     assert status == 401
     assert body["error"]["code"] == -32007
     assert "token" in body["error"]["message"]
-    assert server.queue.counts() == {s: 0 for s in server.queue.counts()}
+    assert server.queue.counts() == dict.fromkeys(server.queue.counts(), 0)
 
 
 async def test_batch_without_token_is_refused(start_server: StartServer) -> None:
@@ -84,8 +86,16 @@ def test_cli_token_from_flag_and_environment() -> None:
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
-     ("::", False), ("192.168.1.10", False), ("example.com", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("example.com", False),
+    ],
 )
 def test_loopback_detection(host: str, loopback: bool) -> None:
     """Only loopback addresses count as private to this machine."""
@@ -94,7 +104,7 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
 
 def test_public_address_needs_token_or_insecure() -> None:
     """Listening on a public address needs a token, or an explicit --insecure."""
-    with pytest.raises(ValueError, match="refusing to listen on '0.0.0.0' without a token"):
+    with pytest.raises(ValueError, match=r"refusing to listen on '0.0.0.0' without a token"):
         Settings(host="0.0.0.0")
     assert Settings(host="0.0.0.0", token="t").token == "t"
     assert Settings(host="0.0.0.0", insecure=True).insecure

@@ -1,4 +1,4 @@
-"""Timing contracts at real scale: each type takes its nominal delay; clients never wait on a job."""
+"""Timing at real scale: each type takes its nominal delay; clients never wait on a job."""
 
 from __future__ import annotations
 
