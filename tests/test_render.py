@@ -1,0 +1,93 @@
+"""Status lines and the live display of `taskrpc wait`."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from backend.protocol import JobObject
+from backend.queue import iso
+from cli.live import LiveStatus
+from cli.render import status_line, time_left
+from tests.conftest import until
+
+NOW = 1_800_000_000.0
+
+
+def job(**fields: object) -> JobObject:
+    base: dict[str, object] = {
+        "id": "abcdefgh23456712",
+        "type": "swap",
+        "status": "queued",
+        "position": None,
+        "data": "кот",
+        "delay": 5.0,
+        "submitted_at": iso(NOW - 10),
+        "started_at": None,
+        "finished_at": None,
+        "estimated_finish_at": None,
+        "error": None,
+    }
+    base.update(fields)
+    return base  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"position": 2, "estimated_finish_at": iso(NOW + 14)}, "queued — 2 ahead, starts in ~9 s"),
+        ({"position": 0, "estimated_finish_at": iso(NOW + 5)}, "queued — next, starts in ~0 s"),
+        ({"status": "running", "started_at": iso(NOW - 1.2)}, "running — 1.2 of 5 s"),
+        ({"status": "running", "started_at": iso(NOW - 9)}, "running — 5.0 of 5 s"),
+        (
+            {"status": "done", "started_at": iso(NOW - 6), "finished_at": iso(NOW - 1)},
+            "done in 5.0 s",
+        ),
+        ({"status": "failed", "error": "ValueError: boom"}, "failed: ValueError: boom"),
+        ({"status": "cancelled"}, "cancelled"),
+    ],
+)
+def test_status_line(fields: dict[str, object], line: str) -> None:
+    """Each status reads as one short line, from the job and a clock."""
+    assert status_line(job(**fields), NOW) == line
+
+
+def test_time_left() -> None:
+    """Time left comes from the estimate; a finished job has none."""
+    assert time_left(job(estimated_finish_at=iso(NOW + 3)), NOW) == pytest.approx(3.0)
+    assert time_left(job(status="done"), NOW) is None
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_live_status_on_a_terminal_redraws_one_line() -> None:
+    """On a terminal the line is redrawn in place with elapsed time and time left."""
+    screen = Terminal()
+    live = LiveStatus(screen)
+    live.show(job(status="running", started_at=iso(NOW), estimated_finish_at=iso(NOW + 5)))
+    await until(lambda: screen.getvalue().count("\r") >= 3, what="two redraws by the ticker")
+    live.close()
+    text = screen.getvalue()
+    assert text.startswith("\r\x1b[Kabcdefgh23456712 swap: running")
+    assert " s elapsed" in text
+    assert text.endswith("\n")
+    assert text.count("\n") == 1
+
+
+def test_live_status_elsewhere_prints_one_line_per_change() -> None:
+    """Off a terminal, one plain line per change of status or position."""
+    stream = io.StringIO()
+    live = LiveStatus(stream)
+    queued = job(position=1, estimated_finish_at=iso(NOW + 10))
+    live.show(queued)
+    live.show(queued)
+    live.show(job(position=0, estimated_finish_at=iso(NOW + 5)))
+    live.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("abcdefgh23456712 swap: queued — 1 ahead")
+    assert "\r" not in stream.getvalue()
