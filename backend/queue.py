@@ -76,6 +76,10 @@ class Job:
     finished_at: float | None = None
     result: str | None = None
     error: str | None = None
+    # The same three times as ISO 8601, formatted once rather than on every status call.
+    submitted_iso: str = ""
+    started_iso: str | None = None
+    finished_iso: str | None = None
 
 
 Listener = Callable[[Job], None]
@@ -145,15 +149,11 @@ class JobQueue:
 
     def position(self, job: Job) -> int | None:
         """How many jobs run before this queued one (the running job included)."""
-        return self._ahead(job)[0] if job.status is JobStatus.QUEUED else None
+        return self._outlook(job)[0]
 
     def estimated_finish(self, job: Job) -> float | None:
         """When the job should finish, exact up to transform time, as epoch seconds."""
-        if job.status is JobStatus.RUNNING and job.started_at is not None:
-            return job.started_at + job.delay
-        if job.status is JobStatus.QUEUED:
-            return self._clock() + self._ahead(job)[1] + job.delay
-        return None
+        return self._outlook(job)[1]
 
     def result(self, job_id: object) -> str:
         """The result of a done job, or the error that says why there is none."""
@@ -171,17 +171,18 @@ class JobQueue:
 
     def describe(self, job: Job) -> JobObject:
         """The job object as it goes on the wire."""
+        position, finish = self._outlook(job)
         return {
             "id": job.id,
             "type": job.type.name,
             "status": job.status.value,
-            "position": self.position(job),
+            "position": position,
             "data": job.data,
             "delay": job.delay,
-            "submitted_at": iso(job.submitted_at),
-            "started_at": iso(job.started_at),
-            "finished_at": iso(job.finished_at),
-            "estimated_finish_at": iso(self.estimated_finish(job)),
+            "submitted_at": job.submitted_iso,
+            "started_at": job.started_iso,
+            "finished_at": job.finished_iso,
+            "estimated_finish_at": iso(finish),
             "error": job.error,
         }
 
@@ -195,9 +196,9 @@ class JobQueue:
             "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
             "length": len(job.data),
             "delay": job.delay,
-            "submitted_at": iso(job.submitted_at),
-            "started_at": iso(job.started_at),
-            "finished_at": iso(job.finished_at),
+            "submitted_at": job.submitted_iso,
+            "started_at": job.started_iso,
+            "finished_at": job.finished_iso,
         }
 
     def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
@@ -219,6 +220,7 @@ class JobQueue:
         if self.queued >= self.max_queued:
             raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); try again later")
         delay = job_type.delay * self.time_scale
+        now = self._clock()
         job = Job(
             id=self._unused_id(),
             type=job_type,
@@ -226,7 +228,8 @@ class JobQueue:
             delay=delay,
             seq=self._next_seq,
             delay_before=self._delay_total,
-            submitted_at=self._clock(),
+            submitted_at=now,
+            submitted_iso=iso(now),
         )
         self._next_seq += 1
         self._delay_total += delay
@@ -325,6 +328,7 @@ class JobQueue:
     def _start(self, job: Job) -> None:
         job.status = JobStatus.RUNNING
         job.started_at = self._clock()
+        job.started_iso = iso(job.started_at)
         self._running = job
         self._counts[JobStatus.QUEUED] -= 1
         self._counts[JobStatus.RUNNING] += 1
@@ -340,6 +344,7 @@ class JobQueue:
         was = job.status
         job.status, job.result, job.error = status, result, error
         job.finished_at = self._clock()
+        job.finished_iso = iso(job.finished_at)
         self._counts[was] -= 1
         self._counts[status] += 1
         if self._running is job:
@@ -386,6 +391,15 @@ class JobQueue:
         while (job_id := new_id()) in self._jobs:
             pass  # 80 random bits: this loop body has never run
         return job_id
+
+    def _outlook(self, job: Job) -> tuple[int | None, float | None]:
+        """(position, estimated finish): both for a queued job, the finish for a running one."""
+        if job.status is JobStatus.QUEUED:
+            ahead, delay = self._ahead(job)
+            return ahead, self._clock() + delay + job.delay
+        if job.status is JobStatus.RUNNING and job.started_at is not None:
+            return None, job.started_at + job.delay
+        return None, None
 
     def _ahead(self, job: Job) -> tuple[int, float]:
         """(jobs, seconds of delay) that run before a queued job, the running job included."""
