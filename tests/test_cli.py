@@ -269,3 +269,18 @@ def test_server_refuses_public_address_without_token() -> None:
     )
     assert done.returncode == 2
     assert "refusing to listen on '0.0.0.0' without a token" in done.stderr
+
+
+def test_server_reports_a_busy_port(server_process: ServerProcess) -> None:
+    """A port already in use is one line and exit 1, not a traceback."""
+    port = server_process.url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [str(BIN / "taskrpc-server"), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"taskrpc-server: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in done.stderr
