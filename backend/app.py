@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
         max_result_chars=settings.max_result_chars,
         max_queued=settings.max_queued,
         max_finished=settings.max_finished,
+        max_kept_chars=settings.max_kept_chars,
     )
     app[SETTINGS] = settings
     app[QUEUE] = queue

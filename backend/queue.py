@@ -41,6 +41,7 @@ logger = logging.getLogger("taskrpc.queue")
 
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
 PREVIEW_CHARS = 40  # characters of text shown in job summaries
+FINAL_STEP = 0.02  # seconds: the last, precise part of a job's sleep
 
 
 def new_id() -> str:
@@ -96,6 +97,7 @@ class JobQueue:
         max_result_chars: int = 1_000_000,
         max_queued: int = 100_000,
         max_finished: int = 10_000,
+        max_kept_chars: int = 100_000_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.time_scale = time_scale
@@ -103,6 +105,7 @@ class JobQueue:
         self.max_result_chars = max_result_chars
         self.max_queued = max_queued
         self.max_finished = max_finished
+        self.max_kept_chars = max_kept_chars
         self._clock = clock
         self._jobs: dict[str, Job] = {}  # every known job, in submission order
         self._pending: deque[Job] = (
@@ -117,6 +120,7 @@ class JobQueue:
         self._changed = asyncio.Event()  # replaced after every change; waiters await the old one
         self._listeners: list[Listener] = []
         self._next_seq = 0
+        self._kept_chars = 0  # characters of results held by finished jobs
         self._delay_total = 0.0
         self.closed = False
 
@@ -237,7 +241,8 @@ class JobQueue:
         self._pending.append(job)
         self._counts[JobStatus.QUEUED] += 1
         self._work.set()
-        logger.info("job %s %s queued (%d ahead)", job.id, job_type.name, self._ahead(job)[0])
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("job %s %s queued (%d ahead)", job.id, job_type.name, self._ahead(job)[0])
         self._notify(job)
         return job
 
@@ -425,10 +430,18 @@ class JobQueue:
         return seen_position is not None and self.position(job) != seen_position
 
     def _remember(self, job: Job) -> None:
-        """Keep the finished job, forgetting the oldest finished ones beyond the limit."""
+        """Keep the finished job, forgetting the oldest finished ones beyond the limits.
+
+        Two limits: how many finished jobs, and how many characters of results in all
+        (the job that just finished is always kept, so its result can be read).
+        """
         self._finished.append(job.id)
-        while len(self._finished) > self.max_finished:
+        self._kept_chars += len(job.result or "")
+        while len(self._finished) > self.max_finished or (
+            self._kept_chars > self.max_kept_chars and len(self._finished) > 1
+        ):
             old = self._jobs.pop(self._finished.popleft())
+            self._kept_chars -= len(old.result or "")
             self._counts[old.status] -= 1
 
     def _notify(self, job: Job) -> None:
@@ -439,10 +452,21 @@ class JobQueue:
 
 
 async def _interrupted(event: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` seconds; True if `event` was set first."""
-    try:
-        async with asyncio.timeout(delay):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
+    """Sleep `delay` seconds; True if `event` was set first.
+
+    The kernel lets a long sleep overshoot by 0.1 % (2 ms on a 2 s job), so it sleeps to
+    FINAL_STEP short of the end, then the rest: each job then overshoots by well under 1 ms.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    while True:
+        left = deadline - loop.time()
+        step = left - FINAL_STEP if left > 2 * FINAL_STEP else left
+        try:
+            async with asyncio.timeout(step):
+                await event.wait()
+        except TimeoutError:
+            if step == left:
+                return False
+        else:
+            return True

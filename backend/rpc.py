@@ -138,7 +138,11 @@ class Api:
             return await self._one(request)
         if not request:
             return _error(ErrorCode.INVALID_REQUEST, "Invalid request", "the batch is empty")
-        answers = await asyncio.gather(*(self._one(item) for item in request))
+        if any(isinstance(item, dict) and item.get("method") == Method.WAIT for item in request):
+            # A `wait` may block: run the elements side by side so the others are not held up.
+            answers = await asyncio.gather(*(self._one(item) for item in request))
+        else:
+            answers = [await self._one(item) for item in request]  # none blocks: no tasks needed
         return [answer for answer in answers if answer is not None] or None
 
     async def _one(self, request: object) -> Response | None:

@@ -46,6 +46,10 @@ class Settings:
     max_finished: int = field(
         default=10_000, metadata={"help": "finished jobs kept; the oldest is forgotten first"}
     )
+    max_kept_chars: int = field(
+        default=100_000_000,
+        metadata={"help": "characters of finished results kept in all; the oldest go first"},
+    )
     max_wait: float = field(
         default=300.0, metadata={"help": "longest a single 'wait' call may block, in seconds"}
     )
@@ -62,7 +66,13 @@ class Settings:
             yield f"port must be 0..65535, not {self.port!r}"
         if not self.time_scale >= 0:
             yield f"time scale must be >= 0, not {self.time_scale!r}"
-        for name in ("max_body_bytes", "max_text_chars", "max_result_chars", "max_queued"):
+        for name in (
+            "max_body_bytes",
+            "max_text_chars",
+            "max_result_chars",
+            "max_queued",
+            "max_kept_chars",
+        ):
             if getattr(self, name) < 1:
                 yield f"{name.replace('_', ' ')} must be at least 1"
         if self.max_finished < 0:

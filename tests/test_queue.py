@@ -272,3 +272,15 @@ async def test_finished_jobs_are_evicted_oldest_first(queue: JobQueue) -> None:
             queue.get(job.id)
     assert [queue.get(job.id) for job in jobs[3:]] == jobs[3:]
     assert queue.counts()["done"] == 3
+
+
+async def test_results_kept_are_bounded_in_characters(queue: JobQueue) -> None:
+    """Finished jobs are also forgotten, oldest first, once their results pass max_kept_chars."""
+    queue.max_kept_chars = 25
+    jobs = [queue.submit(1, "x" * 10) for _ in range(4)]
+    await finish(queue, jobs[-1])
+    kept = [job for job in jobs if job.id in queue._jobs]
+    assert kept == jobs[2:]  # 20 characters; a third result would make 30
+    big = await finish(queue, queue.submit(1, "y" * 40))
+    assert queue.result(big.id) == "y" * 40  # the newest is kept even when over the limit alone
+    assert [job.id in queue._jobs for job in jobs] == [False] * 4
