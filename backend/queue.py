@@ -41,7 +41,8 @@ logger = logging.getLogger("taskrpc.queue")
 
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
 PREVIEW_CHARS = 40  # characters of text shown in job summaries
-FINAL_STEP = 0.02  # seconds: the last, precise part of a job's sleep
+COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
+FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers
 
 
 def new_id() -> str:
@@ -452,21 +453,31 @@ class JobQueue:
 
 
 async def _interrupted(event: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` seconds; True if `event` was set first.
+    """Sleep `delay` seconds, precisely; True if `event` was set first.
 
-    The kernel lets a long sleep overshoot by 0.1 % (2 ms on a 2 s job), so it sleeps to
-    FINAL_STEP short of the end, then the rest: each job then overshoots by well under 1 ms.
+    A plain sleep overshoots: the kernel lets a long one run 0.1 % late (2 ms on a 2 s
+    job) and asyncio rounds timeouts up to the millisecond. So this sleeps to 20 ms before
+    the end, then to 1 ms before it, then yields to the loop until the deadline passes.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + delay
-    while True:
-        left = deadline - loop.time()
-        step = left - FINAL_STEP if left > 2 * FINAL_STEP else left
-        try:
-            async with asyncio.timeout(step):
-                await event.wait()
-        except TimeoutError:
-            if step == left:
-                return False
-        else:
+    for margin in (COARSE_MARGIN, FINE_MARGIN):
+        step = deadline - margin - loop.time()
+        if step > 0 and await _set_within(event, step):
             return True
+    while True:
+        await asyncio.sleep(0)
+        if event.is_set():
+            return True
+        if loop.time() >= deadline:
+            return False
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """True if `event` is set within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
