@@ -21,6 +21,8 @@ from backend.settings import Settings
 
 logger = logging.getLogger("taskrpc.app")
 
+SHUTDOWN_GRACE = 1.0  # seconds in-flight requests get to finish once the server stops
+
 SETTINGS = web.AppKey("settings", Settings)
 QUEUE = web.AppKey("queue", JobQueue)
 API = web.AppKey("api", Api)
@@ -43,13 +45,36 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[QUEUE] = queue
-    app[API] = Api(queue, max_wait=settings.max_wait)
+    app[API] = Api(queue, max_wait=settings.max_wait, max_batch=settings.max_batch)
     app.router.add_post(RPC_PATH, rpc)
     app.router.add_get(HEALTH_PATH, health)
     app.cleanup_ctx.append(_worker)
     app.on_shutdown.append(_wake_waiters)
     ws.setup(app, queue, app[API], settings.token, settings.max_body_bytes)
     return app
+
+
+async def start(settings: Settings) -> tuple[web.AppRunner, str]:
+    """Build the app and listen as `settings` say; returns the runner and the URL it serves.
+
+    `await runner.cleanup()` stops it gracefully. Handlers are cancelled when their client
+    goes away, so a dropped long poll frees its task at once.
+    """
+    runner = web.AppRunner(
+        create_app(settings),
+        handle_signals=False,
+        handler_cancellation=True,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return runner, f"http://{host}:{runner.addresses[0][1]}"
 
 
 async def rpc(request: web.Request) -> web.Response:

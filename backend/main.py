@@ -8,12 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
-from backend.app import create_app
+from backend.app import start
 from backend.settings import Settings
-
-SHUTDOWN_GRACE = 1.0  # seconds in-flight requests get to finish once we stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,24 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
-    runner = web.AppRunner(
-        create_app(settings),
-        handle_signals=False,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        shutdown_timeout=SHUTDOWN_GRACE,
-    )
-    await runner.setup()
+    runner, url = await start(settings)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        port = runner.addresses[0][1]
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
         print(
-            f"taskrpc-server listening on http://{host}:{port} "
+            f"taskrpc-server listening on {url} "
             f"(time scale {settings.time_scale:g}; Ctrl+C to stop)",
             flush=True,
         )

@@ -43,9 +43,10 @@ _STATUSES = [status.value for status in JobStatus]
 class Api:
     """The methods a client can call, bound to one queue."""
 
-    def __init__(self, queue: JobQueue, *, max_wait: float = 300.0) -> None:
+    def __init__(self, queue: JobQueue, *, max_wait: float = 300.0, max_batch: int = 1000) -> None:
         self.queue = queue
         self.max_wait = max_wait
+        self.max_batch = max_batch
         self.methods: dict[str, RpcMethod] = {
             Method.SUBMIT: self.submit,
             Method.STATUS: self.status,
@@ -138,6 +139,12 @@ class Api:
             return await self._one(request)
         if not request:
             return _error(ErrorCode.INVALID_REQUEST, "Invalid request", "the batch is empty")
+        if len(request) > self.max_batch:
+            return _error(
+                ErrorCode.INVALID_REQUEST,
+                "Invalid request",
+                f"the batch has {len(request)} requests; the limit is {self.max_batch}",
+            )
         if any(isinstance(item, dict) and item.get("method") == Method.WAIT for item in request):
             # A `wait` may block: run the elements side by side so the others are not held up.
             answers = await asyncio.gather(*(self._one(item) for item in request))

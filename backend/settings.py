@@ -36,6 +36,7 @@ class Settings:
     max_body_bytes: int = field(
         default=1024 * 1024, metadata={"help": "largest request body; larger gets HTTP 413"}
     )
+    max_batch: int = field(default=1000, metadata={"help": "most requests in one batch"})
     max_text_chars: int = field(
         default=10_000, metadata={"help": "longest job text, in characters (code points)"}
     )
@@ -68,6 +69,7 @@ class Settings:
             yield f"time scale must be >= 0, not {self.time_scale!r}"
         for name in (
             "max_body_bytes",
+            "max_batch",
             "max_text_chars",
             "max_result_chars",
             "max_queued",

@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from backend.app import QUEUE, create_app
+from backend import app as server_app
+from backend.app import QUEUE
 from backend.queue import JobQueue
 from backend.settings import Settings
 from cli.client import Client
@@ -74,14 +75,9 @@ async def start_server() -> AsyncIterator[StartServer]:
 
     async def start(**overrides: Any) -> Server:
         settings = Settings(**{"port": 0, "time_scale": FAST, **overrides})
-        app = create_app(settings)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
+        runner, url = await server_app.start(settings)
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        return Server(f"http://127.0.0.1:{port}", app)
+        return Server(url, runner.app)
 
     yield start
     for runner in runners:

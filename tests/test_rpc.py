@@ -398,3 +398,15 @@ async def test_oversized_body(start_server: StartServer) -> None:
     status, body = await server.post(b" " * 2000)
     assert status == 413
     assert "larger than 1000 bytes" in body["error"]["message"]
+
+
+async def test_batch_limit(start_server: StartServer) -> None:
+    """A batch longer than max_batch is one -32600 error and none of it runs."""
+    server = await start_server(max_batch=3)
+    notification = {"jsonrpc": "2.0", "method": "submit", "params": [1, "a"]}
+    _, body = await server.post([notification] * 4)
+    assert error_code(body) == -32600
+    assert body["error"]["data"] == "the batch has 4 requests; the limit is 3"
+    assert server.queue.counts()["queued"] == 0
+    status, _ = await server.post([notification] * 3)
+    assert status == 204
