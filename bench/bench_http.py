@@ -26,7 +26,7 @@ def _queued_status_job(rpc: Rpc) -> dict[str, Any]:
 def _cpu_note(target: list[LoadResult], base: list[LoadResult]) -> str:
     ours = median([r.server_cpu_us for r in target])
     bare = median([r.server_cpu_us for r in base])
-    return f"server CPU/call {ours:.0f} µs vs bare {bare:.0f} µs (×{bare / ours:.2f} as calls/s)"
+    return f"server CPU/call {ours:.0f} µs vs bare {bare:.0f} µs (x{bare / ours:.2f} as calls/s)"
 
 
 def status_and_submit() -> tuple[list[Row], dict[int, float]]:
@@ -64,7 +64,9 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
                 batched.append(run_load(server, batch, connections=4, duration=DURATION))
         rpc.close()
     for connections in (10, 100):
-        ratios = [o.rate / b.rate for o, b in zip(ours[connections], bare_rates[connections])]
+        ratios = [
+            o.rate / b.rate for o, b in zip(ours[connections], bare_rates[connections], strict=True)
+        ]
         ratio = median(ratios)
         errors = sum(r.errors for r in ours[connections])
         rows.append(
@@ -73,7 +75,7 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
                 f"{median([r.rate for r in ours[connections]]):,.0f}/s",
                 f"{median([r.rate for r in bare_rates[connections]]):,.0f}/s bare",
                 ratio,
-                "≥ 0.8 × bare",
+                "≥ 0.8 x bare",
                 ratio >= 0.8 and errors == 0,
                 _cpu_note(ours[connections], bare_rates[connections])
                 + (f"; {errors} errors" if errors else ""),
@@ -156,7 +158,7 @@ def latency_busy_vs_idle() -> list[Row]:
     for name, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
         busy_ms = median([getattr(r, attr) for r in busy])
         idle_ms = median([getattr(r, attr) for r in idle])
-        ratios = [getattr(b, attr) / getattr(i, attr) for b, i in zip(busy, idle)]
+        ratios = [getattr(b, attr) / getattr(i, attr) for b, i in zip(busy, idle, strict=True)]
         ratio = median(ratios)
         p99 = name == "p99"
         rows.append(
@@ -165,7 +167,7 @@ def latency_busy_vs_idle() -> list[Row]:
                 f"{busy_ms:.2f} ms busy",
                 f"{idle_ms:.2f} ms idle",
                 ratio,
-                "≤ 2 × idle" if p99 else "report",
+                "≤ 2 x idle" if p99 else "report",
                 (ratio <= 2.0 and not drained) if p99 else None,
                 (
                     f"{note}; calls/s busy {median([r.rate for r in busy]):,.0f} "

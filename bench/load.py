@@ -17,6 +17,7 @@ import asyncio
 import json
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,10 @@ class Connection(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"the server closed the connection: {exc}"))
 
 
+def _returning(protocol: Connection) -> Callable[[], Connection]:
+    return lambda: protocol
+
+
 def http_request(port: int, body: bytes) -> bytes:
     head = (
         f"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -119,16 +124,16 @@ def http_request(port: int, body: bytes) -> bytes:
     return head.encode("ascii") + body
 
 
-async def run(port: int, body: bytes, connections: int, duration: float, warmup: float) -> LoadResult:
+async def run(
+    port: int, body: bytes, connections: int, duration: float, warmup: float
+) -> LoadResult:
     loop = asyncio.get_running_loop()
     request = http_request(port, body)
     window = Window(0, 0)
     protocols: list[Connection] = []
     for _ in range(connections):
-        done: asyncio.Future[None] = loop.create_future()
-        _, protocol = await loop.create_connection(
-            lambda done=done: Connection(request, window, done), "127.0.0.1", port
-        )
+        protocol = Connection(request, window, loop.create_future())
+        await loop.create_connection(_returning(protocol), "127.0.0.1", port)
         protocols.append(protocol)
     begin = time.perf_counter_ns()
     window.start_ns = begin + int(warmup * 1e9)

@@ -125,7 +125,7 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_delays_no_one(
     async with Client(server.url) as client, client.subscribe() as slow:
         await until(lambda: len(hub.subscribers) == 1, what="the slow subscriber")
         (stuck,) = hub.subscribers
-        _shrink_buffers(stuck, slow)
+        _set_buffers(stuck, slow, 4096)
         async with client.subscribe() as fast:
             seen: set[str] = set()
             worst = 0
@@ -138,6 +138,7 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_delays_no_one(
                 worst = max(worst, stuck._backlog)
             assert worst <= hub.max_backlog
             assert stuck not in hub.subscribers, "the stuck subscriber was never cut off"
+        _set_buffers(stuck, slow, 1 << 20)
         async with asyncio.timeout(10):  # reading again, it resyncs from a fresh snapshot
             while "removed" in (event := await anext(slow)):
                 pass
@@ -145,8 +146,8 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_delays_no_one(
         assert stuck in hub.subscribers
 
 
-def _shrink_buffers(connection: Connection, feed: Any) -> None:
-    """Make the kernel buffer little, so a reader that stops reading blocks the server soon."""
+def _set_buffers(connection: Connection, feed: Any, size: int) -> None:
+    """Size the kernel buffers: small ones make a stuck reader block the server soon."""
     assert connection.ws._req is not None
     server_transport = connection.ws._req.transport
     client_transport = feed._ws._conn.transport
@@ -155,7 +156,7 @@ def _shrink_buffers(connection: Connection, feed: Any) -> None:
         (client_transport, socket.SO_RCVBUF),
     ):
         assert transport is not None
-        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, option, 4096)
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, option, size)
 
 
 async def test_token_in_the_header(start_server: StartServer) -> None:

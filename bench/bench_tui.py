@@ -1,0 +1,140 @@
+"""The dashboard at scale: load 10 000 jobs, then apply bursts of 1 000 changes.
+
+Runs the real server in-process and the real dashboard headless (Textual's
+`run_test`), and times: the first snapshot until all 10 000 rows are in the
+table; a burst of 1 000 cancels (rows change in place) and a burst of 1 000
+submits (rows added), each until the table shows all of it, and the longest
+single `apply_changes` call (how long the screen could freeze).
+
+`python -m bench.bench_tui` prints the figures; `rows()` feeds `python -m bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from backend.app import QUEUE, create_app
+from backend.protocol import Changes, JobStatus
+from backend.settings import Settings
+from bench.common import Row, log
+from cli.client import Client
+from tui.app import Dashboard, JobTable
+
+JOBS = 10_000
+BURST = 1_000
+LOAD_TARGET = 2.0  # seconds
+FREEZE_TARGET = 0.25  # seconds
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the dashboard never caught up")
+        await asyncio.sleep(0.001)
+
+
+async def measure() -> dict[str, float]:
+    """Seconds for each phase, and the longest apply_changes."""
+    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    queue = app[QUEUE]
+    jobs = [
+        queue.submit(("reverse", "swap", "repeat")[n % 3], f"job number {n}") for n in range(JOBS)
+    ]
+    figures: dict[str, float] = {}
+    try:
+        async with Client(url) as client:
+            dashboard = Dashboard(client)
+            longest = 0.0
+            apply = dashboard.apply_changes
+
+            def timed(changes: Changes) -> None:
+                nonlocal longest
+                began = time.perf_counter()
+                apply(changes)
+                longest = max(longest, time.perf_counter() - began)
+
+            dashboard.apply_changes = timed  # type: ignore[method-assign]
+            began = time.perf_counter()
+            async with dashboard.run_test(size=(120, 36)) as pilot:
+                table = dashboard.query_one(JobTable)
+                await _until(lambda: table.row_count == JOBS)
+                await pilot.pause()
+                figures["load"] = time.perf_counter() - began
+
+                targets = jobs[-BURST:]  # queued jobs: cancel them all at once
+                began = time.perf_counter()
+                for job in targets:
+                    queue.cancel(job.id)
+                await _until(
+                    lambda: all(
+                        dashboard.jobs.by_id[j.id].status is JobStatus.CANCELLED for j in targets
+                    )
+                )
+                await pilot.pause()
+                figures["burst_update"] = time.perf_counter() - began
+
+                began = time.perf_counter()
+                for n in range(BURST):
+                    queue.submit("swap", f"burst {n}")
+                await _until(lambda: table.row_count == JOBS + BURST)
+                await pilot.pause()
+                figures["burst_add"] = time.perf_counter() - began
+                figures["longest_apply"] = longest
+    finally:
+        await runner.cleanup()
+    return figures
+
+
+def rows() -> list[Row]:
+    """The benchmark as rows of the results table."""
+    log(f"dashboard: {JOBS} jobs, then bursts of {BURST} changes")
+    figures = asyncio.run(measure())
+    return [
+        Row(
+            f"dashboard: load {JOBS} jobs (snapshot → all rows)",
+            f"{figures['load']:.2f} s",
+            "—",
+            None,
+            f"< {LOAD_TARGET:g} s",
+            figures["load"] < LOAD_TARGET,
+        ),
+        Row(
+            f"dashboard: burst of {BURST} cancels shown",
+            f"{figures['burst_update']:.2f} s",
+            "—",
+            None,
+            "report",
+            None,
+        ),
+        Row(
+            f"dashboard: burst of {BURST} submits shown",
+            f"{figures['burst_add']:.2f} s",
+            "—",
+            None,
+            "report",
+            None,
+        ),
+        Row(
+            "dashboard: longest single apply_changes (freeze)",
+            f"{figures['longest_apply'] * 1000:.0f} ms",
+            "—",
+            None,
+            f"< {FREEZE_TARGET * 1000:.0f} ms",
+            figures["longest_apply"] < FREEZE_TARGET,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for row in rows():
+        print(f"{row.what}: {row.value} (target {row.target})")

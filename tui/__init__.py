@@ -1,0 +1,1 @@
+"""The taskrpc dashboard (`taskrpc-tui`): a Textual app fed live by the server's WebSocket."""

@@ -1,0 +1,489 @@
+"""The taskrpc dashboard: a live job table fed by the server's WebSocket, keyboard-driven."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol, cast
+
+from rich.text import Text
+from textual import on, work
+from textual._two_way_dict import TwoWayDict
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import CellDoesNotExist, RowKey
+
+from backend.protocol import (
+    Changes,
+    JobObject,
+    JobStatus,
+    RpcError,
+    Snapshot,
+    Unauthorized,
+)
+from cli.client import Client, Subscription, TransportError
+from tui import model
+from tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SubmitScreen
+
+MAX_ROWS = 10_000  # newest jobs asked for in a snapshot; the title says when there are more
+TICK = 0.1  # seconds between redraws of the running job's progress (local clock only)
+BACKOFF_FIRST = 0.25  # seconds before the first reconnect attempt, doubled each time…
+BACKOFF_CAP = 3.0  # …up to this
+FILTER_DEBOUNCE = 0.15  # seconds of quiet typing before the filter is applied
+
+KEYS: tuple[tuple[str, str], ...] = (
+    ("n", "new job: type and text"),
+    ("enter", "details: every field, the full text and result"),
+    ("c / y", "(in details) copy the result / the id"),
+    ("x", "cancel the selected job (asks first)"),
+    ("/", "filter: free text, status:failed, type:swap"),
+    ("escape", "clear the filter / go back"),
+    ("s / S", "cycle the sort column / reverse the order"),
+    ("f", "follow the newest job"),
+    ("ctrl+p", "command palette"),
+    ("?", "this help"),
+    ("q", "quit"),
+)
+
+
+class Backend(Protocol):
+    """What the dashboard needs from the client library (`cli.client.Client` has it all)."""
+
+    url: str
+
+    async def submit(self, job_type: int | str, data: str) -> JobObject: ...
+    async def status(self, job_id: str) -> JobObject: ...
+    async def result(self, job_id: str) -> str: ...
+    async def wait(
+        self, job_id: str, timeout: float, seen: JobObject | None = None
+    ) -> JobObject: ...
+    async def cancel(self, job_id: str) -> JobObject: ...
+    async def types(self) -> list[dict[str, Any]]: ...
+    def subscribe(self, limit: int = 1000) -> Subscription: ...
+
+
+class Link(enum.StrEnum):
+    """The state of the connection to the server."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DISCONNECTED = "disconnected"
+
+
+class JobTable(DataTable[Text]):
+    """The job table: fixed-width columns (nothing to measure), rows keyed by job id."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "app.details", "Details"),
+    ]
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # Every column has a fixed width and every row is one line high, so measuring
+        # 10 000 new rows cell by cell (seconds) would change nothing: skip it.
+        super()._update_dimensions(())
+
+    def order_by(self, key: Callable[[str], Any], reverse: bool) -> None:
+        """Reorder the rows by a key of their job id; the cursor stays on its job."""
+        keep = self.cursor_key
+        ordered = sorted(self.rows, key=lambda row: key(str(row.value)), reverse=reverse)
+        self._row_locations = TwoWayDict({row: index for index, row in enumerate(ordered)})
+        self._update_count += 1
+        self.refresh()
+        self.move_to(keep)
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The id of the job under the cursor."""
+        if not self.row_count:
+            return None
+        with contextlib.suppress(CellDoesNotExist):
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        return None
+
+    def move_to(self, job_id: str | None) -> None:
+        """Put the cursor on this job's row, if it is shown."""
+        if job_id is not None and job_id in self.rows:
+            self.move_cursor(row=self.get_row_index(job_id), animate=False, scroll=True)
+
+
+class Dashboard(App[None]):
+    """The live dashboard of one taskrpc server."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "taskrpc"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new", "New"),
+        Binding("x", "cancel_job", "Cancel"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", key_display="S"),
+        Binding("f", "follow", "Follow"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        connect: bool = True,
+        clock: Callable[[], float] = time.time,
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.connect = connect
+        self.clock = clock
+        self.max_rows = max_rows
+        self.jobs = model.Jobs()
+        self.link = Link.CONNECTING
+        self.attempt = 0
+        self.filter_words: list[str] = []
+        self.sort_column = model.SORTS[0]
+        self.sort_reverse = True  # newest first
+        self.following = False
+        self._shown_rank: dict[str, int] = {}  # the queue rank each visible queued row shows
+        self._focus_when_shown: str | None = None
+        self._filter_timer: Any = None
+        self._anchor: str | None = None  # the job the cursor returns to while a filter is typed
+
+    # -- layout ---------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="⚙")
+        yield Static(id="status-bar")
+        yield Input(
+            placeholder="filter: words, status:failed, type:swap — escape clears", id="filter"
+        )
+        table = JobTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        for key, label, width in model.COLUMNS:
+            table.add_column(label, width=width, key=key)
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.backend.url
+        self.query_one("#filter", Input).display = False
+        self.query_one(JobTable).focus()
+        self.refresh_status()
+        self.set_interval(TICK, self.tick)
+        if self.connect:
+            self.follow_server()
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New job", "Submit a job (n)", self.action_new)
+        yield SystemCommand("Details", "Show the selected job (enter)", self.action_details)
+        yield SystemCommand("Cancel job", "Cancel the selected job (x)", self.action_cancel_job)
+        yield SystemCommand("Filter", "Filter the jobs (/)", self.action_filter)
+        yield SystemCommand("Clear filter", "Show every job (escape)", self.action_clear_filter)
+        yield SystemCommand("Sort", "Sort by the next column (s)", self.action_sort)
+        yield SystemCommand("Reverse", "Reverse the sort order (S)", self.action_reverse)
+        yield SystemCommand("Follow", "Follow the newest job (f)", self.action_follow)
+        yield SystemCommand("Help", "Every key (?)", self.action_help)
+
+    # -- the feed -------------------------------------------------------------------
+
+    @work(exclusive=True, group="feed", exit_on_error=False)
+    async def follow_server(self) -> None:
+        """Subscribe; apply every change; on any failure back off and subscribe again."""
+        while True:
+            try:
+                async with self.backend.subscribe(self.max_rows) as feed:
+                    assert feed.snapshot is not None
+                    self.set_link(Link.CONNECTED)
+                    self.apply_snapshot(feed.snapshot)
+                    async for event in feed:
+                        if "removed" in event:
+                            self.apply_changes(cast(Changes, event))
+                        else:
+                            self.apply_snapshot(event)
+                raise TransportError("the server closed the connection")
+            except Unauthorized as exc:
+                self.set_link(Link.DISCONNECTED, str(exc))
+                return  # the same token will be refused again
+            except (TransportError, RpcError, OSError) as exc:
+                self.attempt += 1
+                self.set_link(Link.RECONNECTING, str(exc))
+                await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.attempt - 1)))
+
+    def set_link(self, link: Link, reason: str = "") -> None:
+        """Record the connection state; notify only when it changes."""
+        changed = link is not self.link
+        previous, self.link = self.link, link
+        if link is Link.CONNECTED:
+            self.attempt = 0
+        self.query_one(JobTable).set_class(link is not Link.CONNECTED, "-stale")
+        self.refresh_status()
+        if not changed:
+            return
+        if link is Link.CONNECTED and previous is not Link.CONNECTING:
+            self.notify("connected again: fresh snapshot", title="Server")
+        elif link is Link.RECONNECTING and previous is Link.CONNECTED:
+            self.notify(
+                f"connection lost, reconnecting: {reason}", title="Server", severity="warning"
+            )
+        elif link is Link.RECONNECTING and previous is Link.CONNECTING:
+            self.notify(reason, title="Server", severity="warning")
+        elif link is Link.DISCONNECTED:
+            self.notify(reason, title="Server", severity="error", timeout=30)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Start over from a snapshot: rows of jobs the server no longer has go."""
+        self.jobs.reset(snapshot["jobs"], snapshot["counts"], snapshot["total"])
+        self.jobs.limit = snapshot["limit"]
+        self.rebuild()
+
+    def apply_changes(self, changes: Changes) -> None:
+        """Update the rows of the changed jobs in place, in one batch."""
+        table = self.query_one(JobTable)
+        now = self.clock()
+        added = False
+        with self.batch_update():
+            for job_id in changes["removed"]:
+                self.jobs.forget(job_id)
+                if job_id in table.rows:
+                    table.remove_row(job_id)
+            for update in changes["jobs"]:
+                job, old = self.jobs.put(update)
+                if old is None:
+                    self.jobs.total += 1
+                shown = job.id in table.rows
+                if not job.matches(self.filter_words):
+                    if shown:
+                        table.remove_row(job.id)
+                    continue
+                if shown:
+                    self._update_row(table, job, old, now)
+                else:
+                    self._add_row(table, job, now)
+                    added = True
+            self.jobs.counts = changes["counts"]
+            self.jobs.total = sum(changes["counts"].values())
+            self._update_ranks(table, now)
+            if added or self.sort_column != "submitted":
+                self.resort()
+            self._after_change(table)
+
+    def rebuild(self) -> None:
+        """Fill the table anew (after a snapshot or a new filter); the cursor keeps its job."""
+        table = self.query_one(JobTable)
+        keep = self._anchor or table.cursor_key
+        now = self.clock()
+        with self.batch_update():
+            table.clear()
+            self._shown_rank.clear()
+            for job in self.jobs.by_id.values():
+                if job.matches(self.filter_words):
+                    self._add_row(table, job, now)
+            self.resort()
+            table.move_to(keep)
+            self._after_change(table)
+
+    def _add_row(self, table: JobTable, job: model.Job, now: float) -> None:
+        rank = self.jobs.rank(job) if job.status is JobStatus.QUEUED else None
+        row = model.cells(job, rank, now)
+        table.add_row(*(row[key] for key, _, _ in model.COLUMNS), key=job.id)
+        if rank is not None:
+            self._shown_rank[job.id] = rank
+
+    def _update_row(
+        self, table: JobTable, job: model.Job, old: model.Job | None, now: float
+    ) -> None:
+        rank = self.jobs.rank(job) if job.status is JobStatus.QUEUED else None
+        row = model.cells(job, rank, now)
+        changed: tuple[str, ...] = ("status", "waited", "ran")
+        if old is None or old.preview != job.preview:
+            changed = tuple(key for key, _, _ in model.COLUMNS)
+        for key in changed:
+            table.update_cell(job.id, key, row[key])
+        if rank is not None:
+            self._shown_rank[job.id] = rank
+
+    def _update_ranks(self, table: JobTable, now: float) -> None:
+        """Queued jobs show their place in line; rewrite only the ones that moved."""
+        rows = table.rows
+        for job in self.jobs.queued():
+            rank = self.jobs.rank(job)
+            if self._shown_rank.get(job.id) != rank and job.id in rows:
+                table.update_cell(job.id, "status", model.status_cell(job, rank, now))
+                self._shown_rank[job.id] = rank
+
+    def _after_change(self, table: JobTable) -> None:
+        if self._focus_when_shown is not None and self._focus_when_shown in table.rows:
+            table.move_to(self._focus_when_shown)
+            self._focus_when_shown = None
+        elif self.following and table.row_count:
+            newest = max(self.jobs.by_id.values(), key=lambda job: job.seq, default=None)
+            if newest is not None:
+                table.move_to(newest.id)
+        self.refresh_title()
+        self.refresh_status()
+
+    def resort(self) -> None:
+        table = self.query_one(JobTable)
+        key = model.sort_key(self.sort_column, self.clock())
+        by_id = self.jobs.by_id
+        table.order_by(lambda job_id: key(by_id[job_id]), self.sort_reverse)
+
+    def tick(self) -> None:
+        """Advance the running job's progress from the local clock: no server traffic."""
+        running = self.jobs.running
+        if running is None or self.link is not Link.CONNECTED:
+            return
+        table = self.query_one(JobTable)
+        if running.id not in table.rows:
+            return
+        now = self.clock()
+        row = model.cells(running, None, now)
+        with self.batch_update():
+            for key in ("status", "ran"):
+                table.update_cell(running.id, key, row[key])
+
+    def refresh_title(self) -> None:
+        table = self.query_one(JobTable)
+        arrow = "↓" if self.sort_reverse else "↑"
+        known = len(self.jobs.by_id)
+        title = f"Jobs — {table.row_count} of {known}"
+        if self.jobs.total > known:
+            title += f" (newest {known} of {self.jobs.total} on the server)"
+        if self.filter_words:
+            title += f" · filter: {' '.join(self.filter_words)}"
+        title += f" · sorted by {self.sort_column} {arrow}"
+        if self.following:
+            title += " · following"
+        table.border_title = Text(title)
+
+    def refresh_status(self) -> None:
+        counts = self.jobs.counts
+        link = {
+            Link.CONNECTING: Text("◌ connecting", style="yellow"),
+            Link.CONNECTED: Text("● connected", style="green"),
+            Link.RECONNECTING: Text(f"◌ reconnecting, attempt {self.attempt}", style="yellow"),
+            Link.DISCONNECTED: Text("✖ disconnected", style="bold red"),
+        }[self.link]
+        running = self.jobs.running
+        worker = Text(f"worker busy ({running.type})" if running else "worker idle")
+        parts: list[Text] = [Text(self.backend.url, style="bold"), link, worker]
+        parts += [
+            Text(f"{counts.get(status.value, 0)} {status.value}", style=model.STATUS_STYLE[status])
+            for status in JobStatus
+        ]
+        self.query_one("#status-bar", Static).update(Text(" · ").join(parts))
+
+    # -- actions --------------------------------------------------------------------
+
+    def selected(self) -> str | None:
+        return self.query_one(JobTable).cursor_key
+
+    @work(exclusive=True, group="new")
+    async def action_new(self) -> None:
+        try:
+            types = await self.backend.types()
+        except (RpcError, TransportError) as exc:
+            self.notify(f"cannot load the job types: {exc}", title="New job", severity="error")
+            return
+        job = await self.push_screen_wait(SubmitScreen(types))
+        if job is not None:
+            self.notify(f"{job['type']} job {job['id']} queued", title="Submitted")
+            self._focus_when_shown = job["id"]
+            self._after_change(self.query_one(JobTable))
+
+    def action_details(self) -> None:
+        job_id = self.selected()
+        if job_id is not None:
+            self.push_screen(DetailScreen(job_id))
+
+    @work(exclusive=True, group="cancel")
+    async def action_cancel_job(self) -> None:
+        job_id = self.selected()
+        if job_id is None:
+            return
+        job = self.jobs.by_id.get(job_id)
+        if job is not None and job.status.finished:
+            self.notify(f"job {job_id} is already {job.status}", severity="warning")
+            return
+        if not await self.push_screen_wait(ConfirmScreen(f"Cancel job {job_id}?")):
+            return
+        try:
+            cancelled = await self.backend.cancel(job_id)
+        except (RpcError, TransportError) as exc:
+            self.notify(str(exc), title="Cancel", severity="error")
+            return
+        self.notify(f"job {cancelled['id']} cancelled", title="Cancel")
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+        self._anchor = self.selected()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if not box.display and not self.filter_words:
+            return
+        box.value = ""
+        box.display = False
+        self.query_one(JobTable).focus()
+        self._stop_filter_timer()
+        self.set_filter("")
+        self._anchor = None
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self._stop_filter_timer()
+        self._filter_timer = self.set_timer(FILTER_DEBOUNCE, lambda: self.set_filter(event.value))
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self, event: Input.Submitted) -> None:
+        self._stop_filter_timer()
+        self.set_filter(event.value)
+        self._anchor = None
+        self.query_one(JobTable).focus()
+
+    def _stop_filter_timer(self) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+
+    def set_filter(self, text: str) -> None:
+        words = text.lower().split()
+        if words != self.filter_words:
+            self.filter_words = words
+            self.rebuild()
+
+    def action_sort(self) -> None:
+        index = model.SORTS.index(self.sort_column)
+        self.sort_column = model.SORTS[(index + 1) % len(model.SORTS)]
+        self.resort()
+        self.refresh_title()
+
+    def action_reverse(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self.resort()
+        self.refresh_title()
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        self.notify("following the newest job" if self.following else "stopped following")
+        self._after_change(self.query_one(JobTable))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def run(url: str, token: str | None) -> None:
+    """Run the dashboard against the server at `url` until the user quits."""
+
+    async def main() -> None:
+        async with Client(url, token) as client:
+            await Dashboard(client).run_async()
+
+    asyncio.run(main())

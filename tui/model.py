@@ -1,0 +1,222 @@
+"""What the dashboard knows about jobs, and how each cell reads. Pure: no Textual, no network.
+
+`Jobs` applies snapshots and `jobs.changed` notifications and answers the queue
+rank of a queued job from submission order, so no per-job traffic is needed
+when the head of the queue starts.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.text import Text
+
+from backend.protocol import JobStatus, JobUpdate
+
+SHORT_ID = 8  # characters of the id shown in the table
+
+STATUS_STYLE = {
+    JobStatus.QUEUED: "yellow",
+    JobStatus.RUNNING: "bold cyan",
+    JobStatus.DONE: "green",
+    JobStatus.FAILED: "bold red",
+    JobStatus.CANCELLED: "magenta",
+}
+
+COLUMNS: tuple[tuple[str, str, int], ...] = (  # (key, label, width)
+    ("id", "ID", SHORT_ID),
+    ("type", "TYPE", 7),
+    ("status", "STATUS", 22),
+    ("text", "TEXT", 40),
+    ("submitted", "SUBMITTED", 9),
+    ("waited", "WAITED", 7),
+    ("ran", "RAN", 7),
+)
+SORTS = ("submitted", "status", "type", "waited", "ran", "text")  # `s` cycles through these
+
+
+@dataclass(slots=True)
+class Job:
+    """One row: the job summary as last received, with times as epoch seconds."""
+
+    id: str
+    seq: int
+    type: str
+    status: JobStatus
+    preview: str
+    length: int
+    delay: float
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_update(cls, update: JobUpdate) -> Job:
+        return cls(
+            id=update["id"],
+            seq=update["seq"],
+            type=update["type"],
+            status=JobStatus(update["status"]),
+            preview=update["preview"],
+            length=update["length"],
+            delay=update["delay"],
+            submitted_at=_seconds(update["submitted_at"]) or 0.0,
+            started_at=_seconds(update["started_at"]),
+            finished_at=_seconds(update["finished_at"]),
+        )
+
+    def waited(self, now: float) -> float:
+        return (self.started_at or self.finished_at or now) - self.submitted_at
+
+    def ran(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or now) - self.started_at
+
+    def matches(self, words: list[str]) -> bool:
+        """True if every word of the filter matches: `status:failed`, `type:swap`, or free text."""
+        return all(self._matches(word) for word in words)
+
+    def _matches(self, word: str) -> bool:
+        field, _, value = word.partition(":")
+        if field == "status" and value:
+            return self.status.value.startswith(value)
+        if field == "type" and value:
+            return self.type.startswith(value)
+        return any(
+            word in text for text in (self.id, self.type, self.status.value, self.preview.lower())
+        )
+
+
+class Jobs:
+    """Every job the dashboard has heard of, and the counts the server last sent."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Job] = {}
+        self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
+        self.total = 0
+        self.limit = 0
+        self._queued: list[int] = []  # seqs of the queued jobs we know, ascending
+        self._ids_by_seq: dict[int, str] = {}
+
+    def reset(self, updates: Iterable[JobUpdate], counts: dict[str, int], total: int) -> None:
+        """Forget everything and start from a snapshot."""
+        self.by_id.clear()
+        self._queued.clear()
+        self._ids_by_seq.clear()
+        for update in updates:
+            self.put(update)
+        self.counts, self.total = dict(counts), total
+
+    def put(self, update: JobUpdate) -> tuple[Job, Job | None]:
+        """Record a job's new state; returns (new, old) — old is None for a job not seen before."""
+        job = Job.from_update(update)
+        old = self.by_id.get(job.id)
+        if old is not None and old.status is JobStatus.QUEUED:
+            self._unqueue(old.seq)
+        if job.status is JobStatus.QUEUED:
+            insort(self._queued, job.seq)
+        self.by_id[job.id] = job
+        self._ids_by_seq[job.seq] = job.id
+        return job, old
+
+    def forget(self, job_id: str) -> Job | None:
+        """Drop a job the server no longer knows."""
+        job = self.by_id.pop(job_id, None)
+        if job is not None:
+            self._ids_by_seq.pop(job.seq, None)
+            if job.status is JobStatus.QUEUED:
+                self._unqueue(job.seq)
+        return job
+
+    def rank(self, job: Job) -> int:
+        """1 for the queued job that runs next, 2 for the one after, and so on."""
+        after = len(self._queued) - bisect_right(self._queued, job.seq)
+        return max(1, self.counts.get(JobStatus.QUEUED, 0) - after)
+
+    def queued(self) -> list[Job]:
+        """The queued jobs we know, in the order they will run."""
+        return [self.by_id[self._ids_by_seq[seq]] for seq in self._queued]
+
+    @property
+    def running(self) -> Job | None:
+        for job in self.by_id.values():
+            if job.status is JobStatus.RUNNING:
+                return job
+        return None
+
+    def _unqueue(self, seq: int) -> None:
+        index = bisect_left(self._queued, seq)
+        if index < len(self._queued) and self._queued[index] == seq:
+            del self._queued[index]
+
+
+# -- cells ------------------------------------------------------------------------------
+
+
+def cells(job: Job, rank: int | None, now: float) -> dict[str, Text]:
+    """Every cell of the job's row; user text is plain `Text`, never markup."""
+    return {
+        "id": Text(job.id[:SHORT_ID], style="bold"),
+        "type": Text(job.type),
+        "status": status_cell(job, rank, now),
+        "text": Text(job.preview + ("…" if len(job.preview) < job.length else ""), no_wrap=True),
+        "submitted": Text(time.strftime("%H:%M:%S", time.localtime(job.submitted_at))),
+        "waited": Text(duration(job.waited(now)), justify="right"),
+        "ran": Text(duration(job.ran(now)), justify="right"),
+    }
+
+
+def status_cell(job: Job, rank: int | None, now: float) -> Text:
+    """`queued #3`, `running ▰▰▰▱▱ 45%`, `done`… in the status's colour."""
+    style = STATUS_STYLE[job.status]
+    if job.status is JobStatus.QUEUED:
+        return Text(f"queued #{rank or '?'}", style=style)
+    if job.status is JobStatus.RUNNING:
+        fraction = progress(job, now)
+        filled = round(fraction * 8)
+        bar = "▰" * filled + "▱" * (8 - filled)
+        return Text(f"running {bar} {fraction:4.0%}", style=style)
+    return Text(job.status.value, style=style)
+
+
+def progress(job: Job, now: float) -> float:
+    """How far the running job is, 0..1, from its start time and its known delay."""
+    if job.started_at is None or job.delay <= 0:
+        return 0.0
+    return min(1.0, max(0.0, (now - job.started_at) / job.delay))
+
+
+def duration(seconds: float | None) -> str:
+    """`0.4s`, `12s`, `3m05s`, `2h01m`; empty for None."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def sort_key(column: str, now: float) -> Callable[[Job], object]:
+    """The key that orders jobs by `column`."""
+    keys: dict[str, Callable[[Job], object]] = {
+        "submitted": lambda job: job.seq,
+        "status": lambda job: (list(JobStatus).index(job.status), job.seq),
+        "type": lambda job: (job.type, job.seq),
+        "waited": lambda job: (job.waited(now), job.seq),
+        "ran": lambda job: (job.ran(now) or -1.0, job.seq),
+        "text": lambda job: (job.preview.casefold(), job.seq),
+    }
+    return keys[column]
+
+
+def _seconds(stamp: str | None) -> float | None:
+    return None if stamp is None else datetime.fromisoformat(stamp).timestamp()
