@@ -8,15 +8,14 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from backend import ws
-from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
+from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode
 from backend.queue import JobQueue
-from backend.rpc import Api
+from backend.rpc import Api, dumps
 from backend.settings import Settings
 
 logger = logging.getLogger("taskrpc.app")
@@ -106,14 +105,6 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def dumps(answer: Any) -> bytes:
-    """JSON as UTF-8; falls back to ASCII escapes if some echoed string is not valid Unicode."""
-    try:
-        return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(answer, separators=(",", ":")).encode("ascii")
-
-
 def _error_body(code: ErrorCode, message: str) -> str:
     return json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})
 
@@ -131,6 +122,8 @@ def _token_check(token: str) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == WS_PATH and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await handler(request)  # the socket checks a header or its first message
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
         if not hmac.compare_digest(given, expected):
             raise web.HTTPUnauthorized(

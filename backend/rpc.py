@@ -163,6 +163,14 @@ class Api:
         return cast(Response, to_serializable_one(to_response(call, result)))
 
 
+def dumps(answer: Any) -> bytes:
+    """Compact JSON as UTF-8; ASCII escapes instead if an echoed string is not valid Unicode."""
+    try:
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(answer, separators=(",", ":")).encode("ascii")
+
+
 def openrpc(methods: dict[str, RpcMethod]) -> dict[str, Any]:
     """An OpenRPC 1.2.6 document for `methods`, built from their signatures and docstrings."""
     return {

@@ -36,7 +36,7 @@ from backend.protocol import (
     Unauthorized,
 )
 from backend.queue import Job, JobQueue
-from backend.rpc import Api
+from backend.rpc import Api, dumps
 
 logger = logging.getLogger("taskrpc.ws")
 _LOCAL = frozenset(SocketMethod)
@@ -334,10 +334,5 @@ def _failure(request_id: Any, exc: RpcError) -> dict[str, Any]:
 
 
 def _dumps(value: Any) -> str:
-    """JSON for a text frame; ASCII escapes if some echoed string holds a lone surrogate."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":"))
-    return text
+    """JSON for a text frame."""
+    return dumps(value).decode("utf-8")

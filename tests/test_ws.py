@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any, cast
 
@@ -188,13 +189,14 @@ async def test_token_in_the_first_message(
     start_server: StartServer, first: dict[str, Any], accepted: bool
 ) -> None:
     """Without the header, the first message must be `auth` with the right token, or it closes."""
-    server = await start_server()  # no HTTP token: only the socket's own rule applies
-    server.app[HUB].token = "s3cret"
+    server = await start_server(token="s3cret")
+    server.queue.submit("reverse", "private text")
     async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
         await ws.send_json(first)
         (answer,) = await frames(ws, 1)
         if not accepted:
             assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED
+            assert "private" not in json.dumps(answer)
             closing = await ws.receive(timeout=10)
             assert closing.type is aiohttp.WSMsgType.CLOSE
             assert closing.data == aiohttp.WSCloseCode.POLICY_VIOLATION
@@ -202,7 +204,7 @@ async def test_token_in_the_first_message(
         assert answer["result"] is True
         await ws.send_json({"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "id": 2})
         (snapshot,) = await frames(ws, 1)
-        assert snapshot["result"]["jobs"] == []
+        assert [job["preview"] for job in snapshot["result"]["jobs"]] == ["private text"]
 
 
 async def test_resync_notification_makes_the_client_resubscribe(server: Server) -> None:
