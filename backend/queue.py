@@ -12,15 +12,15 @@ it, so that status calls stay fast with 100 000 jobs waiting.
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import logging
+import math
 import secrets
 import time
 from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import overload
 
 from backend.jobs import ALLOWED, JobType, graphemes, lookup
@@ -42,12 +42,14 @@ logger = logging.getLogger("taskrpc.queue")
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
 PREVIEW_CHARS = 40  # characters of text shown in job summaries
 COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers
 
 
 def new_id() -> str:
     """A random id: 80 bits, lowercase letters and digits 2-7, safe to paste in a shell."""
-    return base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+    bits = int.from_bytes(secrets.token_bytes(10))
+    return "".join([_BASE32[(bits >> shift) & 31] for shift in range(75, -1, -5)])
 
 
 @overload
@@ -58,8 +60,15 @@ def iso(timestamp: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. `2026-11-27T21:40:09.123Z`."""
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    fraction, whole = math.modf(timestamp)
+    micros = round(fraction * 1_000_000)  # as datetime.fromtimestamp rounds, then cut to ms
+    return f"{_second(int(whole) + micros // 1_000_000)}.{micros % 1_000_000 // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(epoch_second: int) -> str:
+    """`2026-11-27T21:40:09` for an epoch second; cached, as many stamps share one."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 @dataclass(slots=True, eq=False)

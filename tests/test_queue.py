@@ -6,8 +6,11 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend.jobs import JobType
 from backend.protocol import (
@@ -19,7 +22,7 @@ from backend.protocol import (
     QueueFull,
     ResultNotReady,
 )
-from backend.queue import Job, JobQueue, new_id
+from backend.queue import Job, JobQueue, iso, new_id
 from tests.conftest import FAST, until
 
 
@@ -284,3 +287,10 @@ async def test_results_kept_are_bounded_in_characters(queue: JobQueue) -> None:
     big = await finish(queue, queue.submit(1, "y" * 40))
     assert queue.result(big.id) == "y" * 40  # the newest is kept even when over the limit alone
     assert [job.id in queue._jobs for job in jobs] == [False] * 4
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_iso_is_datetimes_iso_8601(timestamp: float) -> None:
+    """Timestamps read exactly as datetime writes them: UTC, milliseconds, a Z."""
+    expected = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    assert iso(timestamp) == expected.replace("+00:00", "Z")
