@@ -18,7 +18,7 @@ import math
 import secrets
 import time
 from bisect import bisect_left, insort
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import overload
@@ -121,7 +121,9 @@ class JobQueue:
         self._pending: deque[Job] = (
             deque()
         )  # queued jobs, oldest first (and cancelled ones, skipped)
-        self._holes: list[tuple[int, float]] = []  # (seq, delay) of cancelled jobs in _pending
+        # Cancelled jobs still in _pending: their seqs, sorted, grouped by delay (a few groups,
+        # one per type), so the jobs and delay ahead of any job are a few bisects away.
+        self._holes: defaultdict[float, list[int]] = defaultdict(list)
         self._finished: deque[str] = deque()  # ids of finished jobs, oldest first, for eviction
         self._counts: Counter[JobStatus] = Counter()
         self._running: Job | None = None
@@ -266,7 +268,7 @@ class JobQueue:
                 {"status": job.status.value},
             )
         if job.status is JobStatus.QUEUED:
-            insort(self._holes, (job.seq, job.delay))
+            insort(self._holes[job.delay], job.seq)
         elif self._interrupt is not None:
             self._interrupt.set()
         self._finish(job, JobStatus.CANCELLED)
@@ -317,7 +319,7 @@ class JobQueue:
                 job = self._pending.popleft()
                 if job.status is JobStatus.QUEUED:
                     return job
-                self._holes.pop(0)  # a cancelled job: it was the oldest hole
+                self._holes[job.delay].pop(0)  # a cancelled job: the oldest hole of its delay
             self._work.clear()
             await self._work.wait()
 
@@ -419,9 +421,12 @@ class JobQueue:
     def _ahead(self, job: Job) -> tuple[int, float]:
         """(jobs, seconds of delay) that run before a queued job, the running job included."""
         head = self._pending[0]
-        holes = bisect_left(self._holes, (job.seq,))
-        count = job.seq - head.seq - holes
-        delay = job.delay_before - head.delay_before - sum(d for _, d in self._holes[:holes])
+        count = job.seq - head.seq
+        delay = job.delay_before - head.delay_before
+        for hole_delay, seqs in self._holes.items():
+            holes = bisect_left(seqs, job.seq)
+            count -= holes
+            delay -= holes * hole_delay
         running = self._running
         if running is not None and running.started_at is not None:
             count += 1

@@ -294,3 +294,18 @@ def test_iso_is_datetimes_iso_8601(timestamp: float) -> None:
     """Timestamps read exactly as datetime writes them: UTC, milliseconds, a Z."""
     expected = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
     assert iso(timestamp) == expected.replace("+00:00", "Z")
+
+
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.booleans()), max_size=60))
+def test_positions_and_estimates_match_a_plain_count(plan: list[tuple[int, bool]]) -> None:
+    """After any mix of submits and cancels, position and estimate equal a count over the queue."""
+    queue = JobQueue(clock=lambda: 1000.0)
+    jobs = [queue.submit(kind, "x") for kind, _ in plan]
+    for job, (_, cancel) in zip(jobs, plan, strict=True):
+        if cancel:
+            queue.cancel(job.id)
+    waiting = [job for job in jobs if job.status is JobStatus.QUEUED]
+    for n, job in enumerate(waiting):
+        assert queue.position(job) == n
+        expected = 1000.0 + sum(j.delay for j in waiting[: n + 1])
+        assert queue.estimated_finish(job) == pytest.approx(expected)
