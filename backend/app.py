@@ -95,6 +95,8 @@ async def health(request: web.Request) -> web.Response:
     """GET /healthz: is the server up, how long is the queue, is a job running."""
     queue = request.app[QUEUE]
     running = queue.running
+    if request.app[WORKER].done():
+        return web.json_response({"status": "error", "worker": "stopped"}, status=503)
     return web.json_response(
         {
             "status": "ok",

@@ -49,13 +49,6 @@ class JobStatus(enum.StrEnum):
 _FINISHED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class WaitFor(enum.StrEnum):
-    """What the `wait` method returns at."""
-
-    FINISH = "finish"  # the job is done, failed or cancelled
-    CHANGE = "change"  # the job's status or position differs from what the caller saw
-
-
 class ErrorCode(enum.IntEnum):
     """JSON-RPC error codes: the specification's, then ours (-32001 and below)."""
 

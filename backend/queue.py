@@ -19,7 +19,7 @@ import secrets
 import time
 from bisect import bisect_left, insort
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import overload
 
@@ -124,6 +124,7 @@ class JobQueue:
         # Cancelled jobs still in _pending: their seqs, sorted, grouped by delay (a few groups,
         # one per type), so the jobs and delay ahead of any job are a few bisects away.
         self._holes: defaultdict[float, list[int]] = defaultdict(list)
+        self._skipped: defaultdict[float, int] = defaultdict(int)  # holes the worker passed
         self._finished: deque[str] = deque()  # ids of finished jobs, oldest first, for eviction
         self._counts: Counter[JobStatus] = Counter()
         self._running: Job | None = None
@@ -218,11 +219,25 @@ class JobQueue:
         }
 
     def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
-        """Jobs newest first, optionally of one status and submitted before sequence `before`."""
-        for job in reversed(self._jobs.values()):
-            if before is not None and job.seq >= before:
-                continue
-            if status is None or job.status is status:
+        """Jobs newest first, optionally of one status and submitted before sequence `before`.
+
+        A status filter walks only the jobs that can have that status: the queue for
+        queued jobs, the kept finished jobs (at most max_finished) for the others.
+        """
+        candidates: Iterable[Job]
+        if status is None:
+            candidates = reversed(self._jobs.values())
+        elif status is JobStatus.QUEUED:
+            candidates = reversed(self._pending)
+        elif status is JobStatus.RUNNING:
+            candidates = [] if self._running is None else [self._running]
+        else:  # finished: in finishing order, which a cancel of a queued job can break
+            finished = (self._jobs[job_id] for job_id in self._finished)
+            candidates = sorted(
+                (job for job in finished if job.status is status), key=_seq, reverse=True
+            )
+        for job in candidates:
+            if (before is None or job.seq < before) and (status is None or job.status is status):
                 yield job
 
     # -- changing -------------------------------------------------------------------
@@ -235,7 +250,7 @@ class JobQueue:
         text = self._check_text(job_type, data)
         if self.queued >= self.max_queued:
             raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); try again later")
-        delay = job_type.delay * self.time_scale
+        delay = round(job_type.delay * self.time_scale, 6)  # no 0.7000000000000001 on the wire
         now = self._clock()
         job = Job(
             id=self._unused_id(),
@@ -268,7 +283,7 @@ class JobQueue:
                 {"status": job.status.value},
             )
         if job.status is JobStatus.QUEUED:
-            insort(self._holes[job.delay], job.seq)
+            insort(self._holes[job.delay], job.seq, lo=self._skipped[job.delay])
         elif self._interrupt is not None:
             self._interrupt.set()
         self._finish(job, JobStatus.CANCELLED)
@@ -304,6 +319,9 @@ class JobQueue:
         """Stop accepting waits and wake every waiter (the server is shutting down)."""
         self.closed = True
         self._changed.set()
+        if self._running is not None or self.queued:
+            running = f"job {self._running.id} running" if self._running else "no job running"
+            logger.warning("stopping with %s and %d queued: they are lost", running, self.queued)
 
     # -- the worker -----------------------------------------------------------------
 
@@ -314,12 +332,16 @@ class JobQueue:
             await self._execute(job)
 
     async def _take(self) -> Job:
+        skipped = 0
         while True:
             while self._pending:
                 job = self._pending.popleft()
                 if job.status is JobStatus.QUEUED:
                     return job
-                self._holes[job.delay].pop(0)  # a cancelled job: the oldest hole of its delay
+                self._pass_hole(job.delay)  # a cancelled job
+                skipped += 1
+                if skipped % 1024 == 0:
+                    await asyncio.sleep(0)  # after a mass cancel: let requests in
             self._work.clear()
             await self._work.wait()
 
@@ -424,7 +446,8 @@ class JobQueue:
         count = job.seq - head.seq
         delay = job.delay_before - head.delay_before
         for hole_delay, seqs in self._holes.items():
-            holes = bisect_left(seqs, job.seq)
+            start = self._skipped[hole_delay]
+            holes = bisect_left(seqs, job.seq, lo=start) - start
             count -= holes
             delay -= holes * hole_delay
         running = self._running
@@ -432,6 +455,14 @@ class JobQueue:
             count += 1
             delay += max(0.0, running.started_at + running.delay - self._clock())
         return count, max(0.0, delay)
+
+    def _pass_hole(self, delay: float) -> None:
+        """The worker passed the oldest cancelled job of this delay; drop passed ones in bulk."""
+        passed = self._skipped[delay] = self._skipped[delay] + 1
+        seqs = self._holes[delay]
+        if passed >= 1024 and passed * 2 >= len(seqs):
+            del seqs[:passed]
+            self._skipped[delay] = 0
 
     def _changed_since(
         self, job: Job, seen_status: JobStatus | None, seen_position: int | None
@@ -463,7 +494,14 @@ class JobQueue:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         for listener in self._listeners:
-            listener(job)
+            try:
+                listener(job)
+            except Exception:  # a broken listener must not stop the worker
+                logger.exception("a listener failed on job %s", job.id)
+
+
+def _seq(job: Job) -> int:
+    return job.seq
 
 
 async def _interrupted(event: asyncio.Event, delay: float) -> bool:

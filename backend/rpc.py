@@ -37,6 +37,7 @@ RpcMethod = Callable[..., Awaitable[Result]]
 DEFAULT_WAIT = 30.0  # seconds a `wait` call blocks when the caller gives no timeout
 DEFAULT_LIMIT = 100  # job summaries in one page of `list`
 MAX_LIMIT = 1000
+YIELD_EVERY = 32  # batch elements answered between two chances for other requests
 _MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
 _STATUSES = [status.value for status in JobStatus]
 
@@ -85,7 +86,7 @@ class Api:
         either differs instead, so live status needs no polling.
         """
         job = self.queue.get(id)
-        seconds = _number("timeout", timeout, low=0.0, high=self.max_wait)
+        seconds = min(_number("timeout", timeout), self.max_wait)  # longer waits are cut short
         seen_status = None if status is None else _status(status)
         seen_position = None if position is None else _whole("position", position, low=0)
         await self.queue.wait(job, seconds, seen_status, seen_position)
@@ -149,8 +150,12 @@ class Api:
         if any(isinstance(item, dict) and item.get("method") == Method.WAIT for item in request):
             # A `wait` may block: run the elements side by side so the others are not held up.
             answers = await asyncio.gather(*(self._one(item) for item in request))
-        else:
-            answers = [await self._one(item) for item in request]  # none blocks: no tasks needed
+        else:  # none blocks: no tasks needed, but let other clients in now and then
+            answers = []
+            for n, item in enumerate(request, start=1):
+                answers.append(await self._one(item))
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
         return [answer for answer in answers if answer is not None] or None
 
     async def _one(self, request: object) -> Response | None:
@@ -195,7 +200,7 @@ def openrpc(methods: dict[str, RpcMethod]) -> dict[str, Any]:
                     for param in inspect.signature(method).parameters.values()
                 ],
                 "result": {"name": "result", "schema": _RESULT_SCHEMAS[name]},
-                "errors": [_ERRORS[code] for code in _METHOD_ERRORS.get(name, ())],
+                "errors": [_ERRORS[code] for code in (*_METHOD_ERRORS.get(name, ()), _AUTH)],
             }
             for name, method in methods.items()
         ],
@@ -269,11 +274,9 @@ def _whole(name: str, value: object, *, low: int, high: int | None = None) -> in
     raise InvalidParams(f"{name} must be a whole number {allowed}, not {value!r}")
 
 
-def _number(name: str, value: object, *, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidParams(
-            f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}"
-        )
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidParams(f"{name} must be a number of seconds >= 0, not {value!r}")
     return float(value)
 
 
@@ -285,7 +288,7 @@ def _status(value: object) -> JobStatus:
 
 
 def _cursor(value: object) -> int:
-    if isinstance(value, str) and value.isdecimal():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise InvalidParams(f"cursor must be a next_cursor from an earlier page, not {value!r}")
 
@@ -324,7 +327,11 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "data": {"type": "string", "description": "the text to transform"},
     "id": {"type": "string"},
-    "timeout": {"type": "number", "minimum": 0, "description": "seconds; default 30"},
+    "timeout": {
+        "type": "number",
+        "minimum": 0,
+        "description": f"seconds, default {DEFAULT_WAIT:g}; the server's max_wait caps it",
+    },
     "status": {"enum": [s.value for s in JobStatus]},
     "position": {"type": ["integer", "null"], "minimum": 0},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
@@ -358,7 +365,12 @@ _ERRORS = {
         "code": ErrorCode.ALREADY_FINISHED,
         "message": "job already finished",
     },
+    ErrorCode.UNAUTHORIZED: {
+        "code": ErrorCode.UNAUTHORIZED,
+        "message": "missing or wrong token (with HTTP 401), when the server has one",
+    },
 }
+_AUTH = ErrorCode.UNAUTHORIZED
 _BY_ID = (ErrorCode.INVALID_PARAMS, ErrorCode.JOB_NOT_FOUND)
 _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
     Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL),

@@ -77,8 +77,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 yield f"{name.replace('_', ' ')} must be at least 1"
-        if self.max_finished < 0:
-            yield "max finished must be >= 0"
+        if self.max_finished < 1:
+            yield "max finished must be at least 1 (a result must stay readable)"
         if not self.max_wait > 0:
             yield "max wait must be > 0"
         if self.log_level not in LOG_LEVELS:

@@ -73,6 +73,10 @@ class Hub:
         self.connections: set[Connection] = set()
         self.subscribers: set[Connection] = set()
         self._changed: dict[str, Job] = {}
+        self._forgotten: set[str] = set()  # ids the queue dropped since the last notification
+        # Finished ids in the order they finished: the queue forgets finished jobs oldest
+        # first, so the ones it forgot are always at the left end of this.
+        self._finished: deque[str] = deque()
         self._flush: asyncio.TimerHandle | None = None
         queue.subscribe(self._on_change)
 
@@ -123,26 +127,42 @@ class Hub:
         return header is not None and self.check_token(header.removeprefix("Bearer "))
 
     def _on_change(self, job: Job) -> None:
+        if job.status.finished:
+            self._finished.append(job.id)
+            self._drop_forgotten()
         if not self.subscribers:
+            self._forgotten.clear()
             return  # a new subscriber starts from a snapshot anyway
         self._changed[job.id] = job
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.interval, self._send_changes)
 
+    def _drop_forgotten(self) -> None:
+        """Note the finished jobs the queue has forgotten (evicted), oldest first."""
+        finished = self._finished
+        while finished:
+            try:
+                self.queue.get(finished[0])
+            except JobNotFound:
+                self._forgotten.add(finished.popleft())
+            else:
+                return
+
     def _send_changes(self) -> None:
         self._flush = None
         changed, self._changed = self._changed, {}
+        forgotten, self._forgotten = self._forgotten, set()
         if not self.subscribers:
             return
         jobs: list[JobUpdate] = []
-        removed: list[str] = []
         for job in changed.values():
             try:
                 self.queue.get(job.id)
             except JobNotFound:
-                removed.append(job.id)
+                forgotten.add(job.id)
             else:
                 jobs.append(self.update(job))
+        removed = list(forgotten)
         self.seq += 1
         params: Changes = {
             "seq": self.seq,

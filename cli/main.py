@@ -209,7 +209,7 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _job_type(word: str) -> int | str:
-    return int(word) if word.isdecimal() else word
+    return int(word) if word.isascii() and word.isdigit() else word
 
 
 def _text(arg: str) -> str:

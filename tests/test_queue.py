@@ -309,3 +309,58 @@ def test_positions_and_estimates_match_a_plain_count(plan: list[tuple[int, bool]
         assert queue.position(job) == n
         expected = 1000.0 + sum(j.delay for j in waiting[: n + 1])
         assert queue.estimated_finish(job) == pytest.approx(expected)
+
+
+async def test_a_failing_listener_does_not_stop_the_worker(queue: JobQueue) -> None:
+    """A listener that raises is logged; jobs still run."""
+
+    def broken(job: Job) -> None:
+        raise RuntimeError("listener bug")
+
+    queue.subscribe(broken)
+    job = await finish(queue, queue.submit(1, "ab"))
+    assert job.status is JobStatus.DONE
+
+
+async def test_mass_cancel_then_skip_keeps_the_loop_responsive(queue: JobQueue) -> None:
+    """Skipping 20 000 cancelled jobs never holds the event loop for long."""
+    queue.time_scale = 1000.0
+    blocker = queue.submit(1, "a")
+    await until(lambda: blocker.status is JobStatus.RUNNING)
+    queue.time_scale = 0.0
+    jobs = [queue.submit(1, "x") for _ in range(20_000)]
+    for job in reversed(jobs[:-1]):
+        queue.cancel(job.id)
+    assert queue.position(jobs[-1]) == 1
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    queue.cancel(blocker.id)
+    await finish(queue, jobs[-1])
+    ticking.cancel()
+    assert jobs[-1].status is JobStatus.DONE
+    assert max(gaps) < 0.25, f"the loop was held for {max(gaps):.3f} s"
+
+
+async def test_list_by_status_is_newest_first(queue: JobQueue) -> None:
+    """Filtering by status lists newest first, whatever order jobs reached that status in."""
+    queue.time_scale = 1000.0
+    jobs = [queue.submit(1, str(n)) for n in range(6)]
+    await until(lambda: jobs[0].status is JobStatus.RUNNING)
+    assert list(queue.newest(JobStatus.RUNNING)) == [jobs[0]]
+    for n in (1, 4, 2):
+        queue.cancel(jobs[n].id)
+    assert list(queue.newest(JobStatus.CANCELLED)) == [jobs[4], jobs[2], jobs[1]]
+    assert list(queue.newest(JobStatus.CANCELLED, before=jobs[4].seq)) == [jobs[2], jobs[1]]
+    assert list(queue.newest(JobStatus.QUEUED)) == [jobs[5], jobs[3]]
+    for job in (jobs[0], jobs[3], jobs[5]):
+        queue.cancel(job.id)

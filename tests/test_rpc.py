@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from backend.app import WORKER
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import ErrorCode, JobStatus
 from tests.conftest import Server, StartServer, until
@@ -410,3 +411,21 @@ async def test_batch_limit(start_server: StartServer) -> None:
     assert server.queue.counts()["queued"] == 0
     status, _ = await server.post([notification] * 3)
     assert status == 204
+
+
+async def test_wait_is_capped_by_max_wait(start_server: StartServer) -> None:
+    """A wait longer than max_wait (or the default 30 s) returns at max_wait, without an error."""
+    server = await start_server(time_scale=1000.0, max_wait=0.2)
+    job_id = (await server.call("submit", [1, "a"]))["result"]["id"]
+    for params in ({"id": job_id, "timeout": 60}, {"id": job_id}):
+        answer = await server.call("wait", params)
+        assert answer["result"]["status"] in ("queued", "running")
+
+
+async def test_health_says_when_the_worker_stopped(server: Server) -> None:
+    """/healthz answers 503 once the worker is gone, instead of ok."""
+    server.app[WORKER].cancel()
+    await until(lambda: server.app[WORKER].done())
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/healthz") as reply:
+        assert reply.status == 503
+        assert await reply.json() == {"status": "error", "worker": "stopped"}
