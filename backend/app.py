@@ -114,7 +114,10 @@ def _error_body(code: ErrorCode, message: str) -> str:
 def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
     return web.HTTPRequestEntityTooLarge(
         max_size=limit,
-        text=_error_body(ErrorCode.INVALID_REQUEST, f"request body is larger than {limit} bytes"),
+        text=_error_body(
+            ErrorCode.INVALID_REQUEST,
+            f"request body is larger than the server's limit of {limit} bytes",
+        ),
         content_type="application/json",
     )
 

@@ -16,6 +16,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 ENV_PREFIX = "TASKRPC_"
+LIST_LIMIT = 1000  # most job summaries one `list` call returns
+PREVIEW_CHARS = 40  # characters of text in a job summary's `preview`
 
 
 class Method(enum.StrEnum):
@@ -181,7 +183,7 @@ class JobSummary(TypedDict):
     type: str
     status: str
     position: int | None
-    preview: str  # the first 40 characters of the text
+    preview: str  # the first PREVIEW_CHARS characters of the text
     length: int  # the text's length in code points
     delay: float
     submitted_at: str

@@ -25,6 +25,7 @@ from typing import overload
 
 from backend.jobs import ALLOWED, JobType, graphemes, lookup
 from backend.protocol import (
+    PREVIEW_CHARS,
     AlreadyFinished,
     InvalidParams,
     JobCancelled,
@@ -40,7 +41,6 @@ from backend.protocol import (
 logger = logging.getLogger("taskrpc.queue")
 
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
-PREVIEW_CHARS = 40  # characters of text shown in job summaries
 COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers

@@ -26,7 +26,15 @@ from jsonrpcserver.sentinels import NOCONTEXT, NODATA, NOID
 
 from backend import __version__
 from backend.jobs import ALLOWED, JOB_TYPES
-from backend.protocol import ErrorCode, InvalidParams, JobStatus, Method, RpcError
+from backend.protocol import (
+    LIST_LIMIT,
+    PREVIEW_CHARS,
+    ErrorCode,
+    InvalidParams,
+    JobStatus,
+    Method,
+    RpcError,
+)
 from backend.queue import Job, JobQueue
 
 logger = logging.getLogger("taskrpc.rpc")
@@ -36,7 +44,6 @@ RpcMethod = Callable[..., Awaitable[Result]]
 
 DEFAULT_WAIT = 30.0  # seconds a `wait` call blocks when the caller gives no timeout
 DEFAULT_LIMIT = 100  # job summaries in one page of `list`
-MAX_LIMIT = 1000
 YIELD_EVERY = 32  # batch elements answered between two chances for other requests
 _MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
 _STATUSES = [status.value for status in JobStatus]
@@ -101,7 +108,7 @@ class Api:
     ) -> Result:
         """A page of job summaries, newest first, and how many jobs are in each status."""
         wanted = None if status is None else _status(status)
-        count = _whole("limit", limit, low=1, high=MAX_LIMIT)
+        count = _whole("limit", limit, low=1, high=LIST_LIMIT)
         before = None if cursor is None else _cursor(cursor)
         page: list[Job] = []
         for job in self.queue.newest(wanted, before):
@@ -315,7 +322,10 @@ _SUMMARY_SCHEMA = {
     "type": "object",
     "properties": {
         **{k: v for k, v in _JOB_SCHEMA["properties"].items() if k not in ("data", "error")},  # type: ignore[attr-defined]
-        "preview": {"type": "string", "description": "the first 40 characters of the text"},
+        "preview": {
+            "type": "string",
+            "description": f"the first {PREVIEW_CHARS} characters of the text",
+        },
         "length": {"type": "integer"},
     },
 }
@@ -334,7 +344,7 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "status": {"enum": [s.value for s in JobStatus]},
     "position": {"type": ["integer", "null"], "minimum": 0},
-    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    "limit": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT},
     "cursor": {"type": ["string", "null"]},
 }
 _RESULT_SCHEMAS: dict[str, dict[str, Any]] = {

@@ -45,6 +45,10 @@ class Unreachable(TransportError):
         self.url = url
 
 
+class Disconnected(TransportError):
+    """The server closed the connection in the middle of a call."""
+
+
 class Client:
     """A connection to one taskrpc server. Use as `async with Client(url) as client:`."""
 
@@ -83,6 +87,10 @@ class Client:
                 status = reply.status
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(self.url, str(exc.os_error.strerror or exc.os_error)) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise Disconnected(
+                f"{self.url} closed the connection (is the server stopping?)"
+            ) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(
                 f"talking to {self.url} failed: {exc or type(exc).__name__}"

@@ -8,6 +8,7 @@ per change of status or position, so logs stay readable.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from typing import TextIO
 
@@ -65,7 +66,8 @@ class LiveStatus:
         left = time_left(self._job, time.time())
         if left is not None:
             line += f" · ~{left:.1f} s left"
-        self._stream.write(f"\r\x1b[K{line}")
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be redrawn
+        self._stream.write(f"\r\x1b[K{line[:width]}")
         self._stream.flush()
 
     @staticmethod

@@ -16,11 +16,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from backend.protocol import (
     DEFAULT_URL,
     ENV_PREFIX,
+    LIST_LIMIT,
     InvalidParams,
+    InvalidRequest,
     JobObject,
     JobStatus,
     ResultNotReady,
@@ -35,14 +38,24 @@ LONG_POLL = 25.0  # seconds one `wait` call may block on the server
 
 
 class ExitStatus(enum.IntEnum):
-    """What `taskrpc` exits with."""
+    """What `taskrpc` exits with (EXIT_MEANINGS says when)."""
 
     OK = 0
-    ERROR = 1  # the server said no: unknown id, job failed or cancelled, queue full…
-    USAGE = 2  # bad arguments, a type or text the server refused, a missing or wrong token
-    UNREACHABLE = 3  # no server answered at the URL
-    NOT_READY = 4  # the result is not ready yet, or `wait --timeout` ran out
-    INTERRUPTED = 130  # Ctrl+C
+    ERROR = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    NOT_READY = 4
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS = {
+    ExitStatus.OK: "ok",
+    ExitStatus.ERROR: "error: unknown id, the job failed or was cancelled, queue full…",
+    ExitStatus.USAGE: "usage: bad arguments, input the server refused, a missing or wrong token",
+    ExitStatus.UNREACHABLE: "the server could not be reached, or went away",
+    ExitStatus.NOT_READY: "the result is not ready yet, or wait --timeout ran out",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl+C)",
+}
 
 
 class Failure(Exception):
@@ -67,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("taskrpc: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:  # e.g. `taskrpc list | head -1`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.ERROR
     except Exception as exc:
         if args.traceback:
             raise
@@ -84,13 +100,13 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def _explain(exc: Exception) -> tuple[ExitStatus, str]:
-    from cli.client import TransportError, Unreachable
+    from cli.client import Disconnected, TransportError, Unreachable
 
     if isinstance(exc, Failure):
         return exc.status, str(exc)
-    if isinstance(exc, Unreachable):
+    if isinstance(exc, Unreachable | Disconnected):
         return ExitStatus.UNREACHABLE, str(exc)
-    if isinstance(exc, InvalidParams | Unauthorized):
+    if isinstance(exc, InvalidParams | InvalidRequest | Unauthorized):
         return ExitStatus.USAGE, str(exc)
     if isinstance(exc, ResultNotReady):
         return ExitStatus.NOT_READY, str(exc)
@@ -123,8 +139,11 @@ async def result(client: Client, args: argparse.Namespace) -> None:
 
 
 async def wait(client: Client, args: argparse.Namespace) -> None:
+    from cli.client import TransportError
     from cli.live import LiveStatus
 
+    if args.id is not None and args.type is not None:
+        raise Failure("give either TYPE and DATA, or --id ID, not both", ExitStatus.USAGE)
     if args.id is not None:
         job = await client.status(args.id)
     elif args.type is not None and args.data is not None:
@@ -144,6 +163,13 @@ async def wait(client: Client, args: argparse.Namespace) -> None:
             f"stopped waiting; job {job_id} goes on — fetch it later with: taskrpc result {job_id}",
             ExitStatus.INTERRUPTED,
         ) from None
+    except TransportError as exc:
+        live.close()
+        raise Failure(
+            f"lost the server while waiting for job {job_id}: {exc}; if it still runs, "
+            f"wait again with: taskrpc wait --id {job_id}",
+            ExitStatus.UNREACHABLE,
+        ) from exc
     live.close()
     if job["status"] == JobStatus.FAILED:
         raise Failure(f"job {job_id} failed: {job['error']}")
@@ -180,7 +206,7 @@ async def list_jobs(client: Client, args: argparse.Namespace) -> None:
     from cli.render import status_line
 
     wanted = None if args.status is None else JobStatus(args.status)
-    jobs, counts, cursor = await client.jobs(wanted, args.limit)
+    jobs, counts, cursor = await client.jobs(wanted, args.limit, args.cursor)
     if args.json:
         _print(args, {"jobs": jobs, "counts": counts, "next_cursor": cursor}, "")
         return
@@ -189,6 +215,8 @@ async def list_jobs(client: Client, args: argparse.Namespace) -> None:
         preview = job["preview"] + ("…" if len(job["preview"]) < job["length"] else "")
         print(f"{job['id']}  {job['type']:<7}  {status_line(job, now):<36}  {preview!r}")
     print(", ".join(f"{n} {name}" for name, n in counts.items()), file=sys.stderr)
+    if cursor is not None:
+        print(f"more: taskrpc list --cursor {cursor}", file=sys.stderr)
 
 
 async def types(client: Client, args: argparse.Namespace) -> None:
@@ -233,11 +261,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
+        type=_url,
         default=os.environ.get(f"{ENV_PREFIX}URL", DEFAULT_URL),
         help=f"server URL (env {ENV_PREFIX}URL, default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--token",
+        type=_token,
         default=os.environ.get(f"{ENV_PREFIX}TOKEN"),
         help=f"bearer token, if the server wants one (env {ENV_PREFIX}TOKEN)",
     )
@@ -290,13 +320,32 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--status", choices=[s.value for s in JobStatus], help="only jobs in this status"
     )
-    sub.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
+    sub.add_argument(
+        "--limit", type=int, default=20, help=f"how many (default 20, at most {LIST_LIMIT})"
+    )
+    sub.add_argument("--cursor", help="continue after an earlier page (its 'more:' line)")
 
     sub = command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id")
     sub.add_argument("id", metavar="ID")
 
     command("types", types, "list the job types", "taskrpc types")
     return parser
+
+
+def _url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// URL of a taskrpc server")
+    return text
+
+
+def _token(text: str) -> str:
+    if not text.isprintable() or not text.isascii():
+        raise argparse.ArgumentTypeError("a token is printable ASCII (it travels in a header)")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -314,9 +363,8 @@ examples:
   taskrpc status $id                   # queued — 1 ahead, starts in ~2 s
   taskrpc result $id                   # prints only the result
 
-exit status: 0 ok, 1 error, 2 usage or refused input, 3 server unreachable,
-4 result not ready or --timeout passed, 130 interrupted (Ctrl+C)
-"""
+exit status:
+""" + "\n".join(f"  {status.value:>3}  {meaning}" for status, meaning in EXIT_MEANINGS.items())
 
 
 if __name__ == "__main__":

@@ -254,7 +254,8 @@ def test_server_stops_promptly_on_sigterm(slow_server: ServerProcess) -> None:
     finally:
         waiter.kill()
         waiter.communicate()
-    assert waiter.returncode != 0  # the waiting client got an answer or a clean error, no hang
+    assert waiter.returncode == ExitStatus.UNREACHABLE  # a clean error, no hang
+    assert "lost the server while waiting for job" in err
     assert "Traceback" not in err
 
 
@@ -284,3 +285,58 @@ def test_server_reports_a_busy_port(server_process: ServerProcess) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"taskrpc-server: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--url", "foo", "types"], "is not an http:// URL"),
+        (["--url", "http://[::1", "types"], "is not an http:// URL"),
+        (["--token", "a\nb", "types"], "a token is printable ASCII"),
+        (["wait", "--id", "abc", "reverse", "x"], "not both"),
+        (["submit", "reverse", "-"], "request body is larger than the server's limit"),
+    ],
+)
+def test_usage_errors(server_process: ServerProcess, args: list[str], says: str) -> None:
+    """Bad URLs, tokens, argument mixes and oversized input are usage errors, exit 2."""
+    done = run_cli(*args, url=server_process.url, stdin="x" * 2_000_000)
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_codes_are_ascii_digits(server_process: ServerProcess) -> None:
+    """TYPE '1' is the code 1; a digit of another script is a name the server refuses."""
+    assert JOB_ID.match(submit(server_process.url, "1", "x"))
+    for word in ("\u0661", "\u0661\u0662"):  # ARABIC-INDIC DIGIT ONE, then "12"
+        done = run_cli("submit", word, "x", url=server_process.url)
+        assert done.returncode == ExitStatus.USAGE
+        assert "type must be one of" in done.stderr
+
+
+def test_list_pages(server_process: ServerProcess) -> None:
+    """list shows a page and says how to get the next one."""
+    ids = [submit(server_process.url, "reverse", f"t{n}") for n in range(3)]
+    first = run_cli("list", "--limit", "2", url=server_process.url)
+    assert [line.split()[0] for line in first.stdout.splitlines()] == ids[:0:-1]
+    more = re.search(r"more: taskrpc list --cursor (\S+)", first.stderr)
+    assert more, first.stderr
+    rest = run_cli("list", "--limit", "2", "--cursor", more.group(1), url=server_process.url)
+    assert [line.split()[0] for line in rest.stdout.splitlines()] == ids[:1]
+    assert "more:" not in rest.stderr
+
+
+def test_a_closed_pipe_is_quiet(server_process: ServerProcess) -> None:
+    """When the reader of stdout goes away, no traceback and no error line."""
+    for n in range(30):
+        submit(server_process.url, "reverse", f"t{n}")
+    pipeline = f"{BIN / 'taskrpc'} --url {server_process.url} --json list --limit 30 | head -c 10"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert len(done.stdout) == 10
+    assert done.stderr == ""

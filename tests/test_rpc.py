@@ -398,7 +398,7 @@ async def test_oversized_body(start_server: StartServer) -> None:
     server = await start_server(max_body_bytes=1000)
     status, body = await server.post(b" " * 2000)
     assert status == 413
-    assert "larger than 1000 bytes" in body["error"]["message"]
+    assert "larger than the server's limit of 1000 bytes" in body["error"]["message"]
 
 
 async def test_batch_limit(start_server: StartServer) -> None:

@@ -57,6 +57,11 @@ async def test_submit_watch_and_read_the_result(server: Server, client: Client) 
         assert isinstance(screen, DetailScreen)
         await settle(pilot, lambda: screen.result is not None, "the result")
         assert screen.result == "ремирп"
+        shown = {active.binding.action for active in screen.active_bindings.values()}
+        assert {"app.pop_screen", "copy_result", "copy_id"} <= shown
+        assert not shown & {"new", "cancel_job", "filter", "sort", "leave"}  # the table's keys
+        await pilot.press("n")  # the table's keys do nothing here
+        assert app.screen is screen
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
 
@@ -126,6 +131,23 @@ async def test_filter_and_sort_keep_the_cursor_on_its_job(start_server: StartSer
             await pilot.press("escape")
             await settle(pilot, lambda: table(app).row_count == 10, "all rows again")
             assert table(app).cursor_key == target.id
+
+
+async def test_rows_of_jobs_the_server_forgets_go(start_server: StartServer) -> None:
+    """A finished job the server evicts loses its row, though it did not change just then."""
+    server = await start_server(max_finished=1)
+    async with Client(server.url) as client:
+        app = Dashboard(client)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.link is Link.CONNECTED, "connected")
+            first = server.queue.submit("swap", "first")
+            await settle(pilot, lambda: first.id in app.jobs.by_id, "first shown")
+            await settle(pilot, lambda: app.jobs.by_id[first.id].status.finished, "first done")
+            second = server.queue.submit("swap", "second")
+            await settle(pilot, lambda: first.id not in table(app).rows, "the first row gone")
+            await settle(pilot, lambda: second.id in table(app).rows, "the second row")
+            assert list(app.jobs.by_id) == [second.id]
+            assert "1 of 1" in str(table(app).border_title)
 
 
 async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None:

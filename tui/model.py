@@ -12,6 +12,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from rich.text import Text
 
@@ -102,12 +103,14 @@ class Jobs:
         self.limit = 0
         self._queued: list[int] = []  # seqs of the queued jobs we know, ascending
         self._ids_by_seq: dict[int, str] = {}
+        self._running: str | None = None  # the id of the running job, if we know it
 
     def reset(self, updates: Iterable[JobUpdate], counts: dict[str, int], total: int) -> None:
         """Forget everything and start from a snapshot."""
         self.by_id.clear()
         self._queued.clear()
         self._ids_by_seq.clear()
+        self._running = None
         for update in updates:
             self.put(update)
         self.counts, self.total = dict(counts), total
@@ -120,6 +123,10 @@ class Jobs:
             self._unqueue(old.seq)
         if job.status is JobStatus.QUEUED:
             insort(self._queued, job.seq)
+        if job.status is JobStatus.RUNNING:
+            self._running = job.id
+        elif self._running == job.id:
+            self._running = None
         self.by_id[job.id] = job
         self._ids_by_seq[job.seq] = job.id
         return job, old
@@ -129,13 +136,19 @@ class Jobs:
         job = self.by_id.pop(job_id, None)
         if job is not None:
             self._ids_by_seq.pop(job.seq, None)
+            if self._running == job_id:
+                self._running = None
             if job.status is JobStatus.QUEUED:
                 self._unqueue(job.seq)
         return job
 
     def rank(self, job: Job) -> int:
         """1 for the queued job that runs next, 2 for the one after, and so on."""
-        after = len(self._queued) - bisect_right(self._queued, job.seq)
+        return self.rank_of(job.seq)
+
+    def rank_of(self, seq: int) -> int:
+        """The rank of the queued job submitted `seq`-th."""
+        after = len(self._queued) - bisect_right(self._queued, seq)
         return max(1, self.counts.get(JobStatus.QUEUED, 0) - after)
 
     def queued(self) -> list[Job]:
@@ -144,10 +157,7 @@ class Jobs:
 
     @property
     def running(self) -> Job | None:
-        for job in self.by_id.values():
-            if job.status is JobStatus.RUNNING:
-                return job
-        return None
+        return None if self._running is None else self.by_id.get(self._running)
 
     def _unqueue(self, seq: int) -> None:
         index = bisect_left(self._queued, seq)
@@ -156,32 +166,93 @@ class Jobs:
 
 
 # -- cells ------------------------------------------------------------------------------
+#
+# Building a row must be cheap (10 000 of them at load): cells that repeat (types, plain
+# statuses, clock times, durations) are shared `Text` objects — the table never changes a
+# cell it is given — and a queued job's place in line is worked out when the cell is drawn,
+# so the start of a job does not rewrite every queued row.
 
 
-def cells(job: Job, rank: int | None, now: float) -> dict[str, Text]:
-    """Every cell of the job's row; user text is plain `Text`, never markup."""
-    return {
-        "id": Text(job.id[:SHORT_ID], style="bold"),
-        "type": Text(job.type),
-        "status": status_cell(job, rank, now),
-        "text": Text(job.preview + ("…" if len(job.preview) < job.length else ""), no_wrap=True),
-        "submitted": Text(time.strftime("%H:%M:%S", time.localtime(job.submitted_at))),
-        "waited": Text(duration(job.waited(now)), justify="right"),
-        "ran": Text(duration(job.ran(now)), justify="right"),
-    }
+class IdCell(Text):
+    """The short id shown in the table; carries the full id (rows are sorted by it)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id[:SHORT_ID], style="bold")
+        self.job_id = job_id
 
 
-def status_cell(job: Job, rank: int | None, now: float) -> Text:
+class QueuedCell:
+    """`queued #3`, the rank read from `Jobs` when the cell is drawn (only rows on screen are)."""
+
+    __slots__ = ("jobs", "seq")
+
+    def __init__(self, jobs: Jobs, seq: int) -> None:
+        self.jobs = jobs
+        self.seq = seq
+
+    def __rich__(self) -> Text:
+        return _queued(self.jobs.rank_of(self.seq))
+
+    def __str__(self) -> str:
+        return str(self.__rich__())
+
+
+Cell = Text | QueuedCell
+
+
+def cells(job: Job, jobs: Jobs, now: float) -> tuple[Cell, ...]:
+    """Every cell of the job's row, in column order; user text is plain `Text`, never markup."""
+    return (
+        IdCell(job.id),
+        _plain(job.type),
+        status_cell(job, jobs, now),
+        Text(job.preview + ("…" if len(job.preview) < job.length else ""), no_wrap=True),
+        _clock(int(job.submitted_at)),
+        duration_cell(job.waited(now)),
+        duration_cell(job.ran(now)),
+    )
+
+
+def status_cell(job: Job, jobs: Jobs, now: float) -> Cell:
     """`queued #3`, `running ▰▰▰▱▱ 45%`, `done`… in the status's colour."""
-    style = STATUS_STYLE[job.status]
     if job.status is JobStatus.QUEUED:
-        return Text(f"queued #{rank or '?'}", style=style)
+        return QueuedCell(jobs, job.seq)
     if job.status is JobStatus.RUNNING:
         fraction = progress(job, now)
         filled = round(fraction * 8)
         bar = "▰" * filled + "▱" * (8 - filled)
-        return Text(f"running {bar} {fraction:4.0%}", style=style)
-    return Text(job.status.value, style=style)
+        return Text(f"running {bar} {fraction:4.0%}", style=STATUS_STYLE[job.status])
+    return _finished(job.status)
+
+
+@lru_cache(maxsize=1024)
+def _queued(rank: int) -> Text:
+    return Text(f"queued #{rank}", style=STATUS_STYLE[JobStatus.QUEUED])
+
+
+@lru_cache(maxsize=16)
+def _finished(status: JobStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+@lru_cache(maxsize=64)
+def _plain(text: str) -> Text:
+    return Text(text)
+
+
+@lru_cache(maxsize=4096)
+def _clock(second: int) -> Text:
+    return Text(time.strftime("%H:%M:%S", time.localtime(second)))
+
+
+def duration_cell(seconds: float | None) -> Text:
+    """A duration, right-aligned."""
+    return _right(duration(seconds))
+
+
+@lru_cache(maxsize=4096)
+def _right(text: str) -> Text:
+    return Text(text, justify="right")
 
 
 def progress(job: Job, now: float) -> float:
