@@ -15,9 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-
-from backend.app import QUEUE, create_app
+from backend.app import QUEUE, start
 from backend.protocol import Changes, JobStatus
 from backend.settings import Settings
 from bench.common import Row, log
@@ -41,12 +39,8 @@ async def _until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 async def measure() -> dict[str, float]:
     """Seconds for each phase, and the longest apply_changes."""
     settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2)
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    queue = app[QUEUE]
+    runner, url = await start(settings)
+    queue = runner.app[QUEUE]
     jobs = [
         queue.submit(("reverse", "swap", "repeat")[n % 3], f"job number {n}") for n in range(JOBS)
     ]

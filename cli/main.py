@@ -16,11 +16,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from backend.protocol import (
-    DEFAULT_URL,
-    ENV_PREFIX,
     LIST_LIMIT,
     InvalidParams,
     InvalidRequest,
@@ -30,6 +27,7 @@ from backend.protocol import (
     RpcError,
     Unauthorized,
 )
+from cli.options import add_connection_options, non_negative
 
 if TYPE_CHECKING:
     from cli.client import Client
@@ -259,18 +257,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--url",
-        type=_url,
-        default=os.environ.get(f"{ENV_PREFIX}URL", DEFAULT_URL),
-        help=f"server URL (env {ENV_PREFIX}URL, default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token",
-        type=_token,
-        default=os.environ.get(f"{ENV_PREFIX}TOKEN"),
-        help=f"bearer token, if the server wants one (env {ENV_PREFIX}TOKEN)",
-    )
+    add_connection_options(parser)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -314,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("type", metavar="TYPE", nargs="?", help=_TYPES_HELP)
     sub.add_argument("data", metavar="DATA", nargs="?", help="the text; - reads standard input")
     sub.add_argument("--id", help="wait for this existing job instead of submitting one")
-    sub.add_argument("--timeout", type=_seconds, help="give up waiting after this many seconds")
+    sub.add_argument("--timeout", type=non_negative, help="give up waiting after this many seconds")
 
     sub = command("list", list_jobs, "list jobs, newest first", "taskrpc list --status queued")
     sub.add_argument(
@@ -330,29 +317,6 @@ def _parser() -> argparse.ArgumentParser:
 
     command("types", types, "list the job types", "taskrpc types")
     return parser
-
-
-def _url(text: str) -> str:
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// URL of a taskrpc server")
-    return text
-
-
-def _token(text: str) -> str:
-    if not text.isprintable() or not text.isascii():
-        raise argparse.ArgumentTypeError("a token is printable ASCII (it travels in a header)")
-    return text
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
-    return value
 
 
 _TYPES_HELP = "a job type, by code or name: see `taskrpc types`"

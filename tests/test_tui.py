@@ -9,7 +9,7 @@ from aiohttp import web
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from backend.app import QUEUE, create_app
+from backend.app import QUEUE, start
 from backend.protocol import JobStatus
 from backend.settings import Settings
 from cli.client import Client
@@ -179,9 +179,4 @@ async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None
 
 async def _serve(port: int) -> tuple[web.AppRunner, str]:
     """A server on 127.0.0.1:`port` whose lifetime the test controls."""
-    app = create_app(Settings(port=port, time_scale=1000))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return await start(Settings(port=port, time_scale=1000))

@@ -13,7 +13,9 @@ import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 
-from backend.protocol import DEFAULT_URL, ENV_PREFIX
+from backend.protocol import ENV_PREFIX
+from cli.main import ExitStatus
+from cli.options import add_connection_options, non_negative
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_run(args.url, args.token, local=args.local, time_scale=args.time_scale))
     except KeyboardInterrupt:
-        return 130
+        return ExitStatus.INTERRUPTED
     except OSError as exc:
         print(f"taskrpc-tui: cannot start the local server: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -45,18 +47,12 @@ async def _run(url: str, token: str | None, *, local: bool, time_scale: float) -
 @contextlib.asynccontextmanager
 async def local_server(time_scale: float = 1.0) -> AsyncIterator[str]:
     """A taskrpc server in this process on a free loopback port; yields its URL."""
-    from aiohttp import web
-
-    from backend.app import create_app
+    from backend.app import start
     from backend.settings import Settings
 
-    app = create_app(Settings(host="127.0.0.1", port=0, time_scale=time_scale))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
+    runner, url = await start(Settings(host="127.0.0.1", port=0, time_scale=time_scale))
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield url
     finally:
         await runner.cleanup()
 
@@ -70,16 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "  taskrpc-tui --url http://127.0.0.1:8765",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(f"{ENV_PREFIX}URL", DEFAULT_URL),
-        help=f"server URL (env {ENV_PREFIX}URL, default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get(f"{ENV_PREFIX}TOKEN"),
-        help=f"bearer token, if the server wants one (env {ENV_PREFIX}TOKEN)",
-    )
+    add_connection_options(parser)
     parser.add_argument(
         "--local",
         action="store_true",
@@ -87,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--time-scale",
-        type=float,
-        default=float(os.environ.get(f"{ENV_PREFIX}TIME_SCALE", "1")),
+        type=non_negative,
+        default=os.environ.get(f"{ENV_PREFIX}TIME_SCALE", "1"),
         help="with --local: multiplies every job's delay (env TASKRPC_TIME_SCALE, default 1)",
     )
     return parser
