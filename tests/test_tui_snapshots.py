@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from backend.protocol import InvalidParams, JobObject, JobStatus, JobUpdate, Snapshot
 from cli.client import Subscription
@@ -156,6 +156,8 @@ def test_submit_modal_with_a_validation_error(snap_compare: Any) -> None:
         await loaded(pilot)
         await pilot.press("n")
         await pilot.pause()
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor would make the picture random
         await pilot.press(*"far too long a text", "enter")
         error = pilot.app.screen.query_one("#error", Static)
         deadline = time.monotonic() + 10
