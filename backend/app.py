@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,10 +12,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from backend import ws
-from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode
+from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode, bearer
 from backend.queue import JobQueue
 from backend.rpc import Api, dumps
 from backend.settings import Settings
+from backend.ws import same_secret
 
 logger = logging.getLogger("taskrpc.app")
 
@@ -123,14 +123,13 @@ def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
 
 
 def _token_check(token: str) -> Middleware:
-    expected = f"Bearer {token}".encode()
+    expected = bearer(token)
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == WS_PATH and request.headers.get("Upgrade", "").lower() == "websocket":
             return await handler(request)  # the socket checks a header or its first message
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, expected):
+        if not same_secret(request.headers.get("Authorization", ""), expected):
             raise web.HTTPUnauthorized(
                 text=_error_body(
                     ErrorCode.UNAUTHORIZED,

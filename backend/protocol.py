@@ -20,6 +20,11 @@ LIST_LIMIT = 1000  # most job summaries one `list` call returns
 PREVIEW_CHARS = 40  # characters of text in a job summary's `preview`
 
 
+def bearer(token: str) -> str:
+    """The Authorization header value that carries `token`."""
+    return f"Bearer {token}"
+
+
 class Method(enum.StrEnum):
     """The JSON-RPC method names the server answers."""
 

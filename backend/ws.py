@@ -34,6 +34,7 @@ from backend.protocol import (
     Snapshot,
     SocketMethod,
     Unauthorized,
+    bearer,
 )
 from backend.queue import Job, JobQueue
 from backend.rpc import Api, dumps
@@ -117,14 +118,11 @@ class Hub:
 
     def check_token(self, given: str) -> bool:
         """True if `given` is the server's token (compared in constant time)."""
-        if self.token is None:
-            return True
-        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.token.encode())
+        return self.token is None or same_secret(given, self.token)
 
     def _authorized(self, header: str | None) -> bool:
-        if self.token is None:
-            return True
-        return header is not None and self.check_token(header.removeprefix("Bearer "))
+        """The same rule as HTTP: exactly `Bearer <token>`."""
+        return self.token is None or same_secret(header or "", bearer(self.token))
 
     def _on_change(self, job: Job) -> None:
         if job.status.finished:
@@ -340,6 +338,13 @@ def setup(
     app.router.add_get(WS_PATH, hub.handle)
     app.on_shutdown.append(hub.close_all)
     return hub
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare a secret in constant time, whatever characters `given` holds."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _success(request_id: Any, result: Any) -> dict[str, Any]:

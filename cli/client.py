@@ -28,6 +28,7 @@ from backend.protocol import (
     Snapshot,
     SocketMethod,
     Unauthorized,
+    bearer,
 )
 
 CALL_TIMEOUT = 30.0  # seconds for one call, on top of any time the server is asked to wait
@@ -55,7 +56,7 @@ class Client:
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self._endpoint = self.url + RPC_PATH
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {"Authorization": bearer(token)} if token else {}
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)  # our own ids: jsonrpcclient's generators are shared
 

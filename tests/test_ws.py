@@ -217,3 +217,15 @@ async def test_resync_notification_makes_the_client_resubscribe(server: Server) 
             event: Changes | Snapshot = await anext(feed)
         assert "total" in event, "expected a snapshot"
         assert cast(Snapshot, event)["total"] == 1
+
+
+async def test_socket_header_follows_the_http_rule(start_server: StartServer) -> None:
+    """On /ws as on /rpc, only 'Bearer <token>' counts: a bare token in the header does not."""
+    server = await start_server(token="s3cret")
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": "s3cret"}) as session,
+        session.ws_connect(server.url + WS_PATH) as ws,
+    ):
+        await ws.send_json({"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "id": 1})
+        (answer,) = await frames(ws, 1)
+        assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED
