@@ -202,7 +202,8 @@ async def test_close_wakes_waiters(queue: JobQueue) -> None:
     queue.time_scale = 100.0
     job = queue.submit(1, "a")
     waiters = [asyncio.create_task(queue.wait(job, 60)) for _ in range(20)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert not any(waiter.done() for waiter in waiters), "a waiter returned before close()"
     queue.close()
     done, _ = await asyncio.wait(waiters, timeout=2)
     assert len(done) == 20

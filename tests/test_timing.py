@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import aiohttp
@@ -10,6 +11,7 @@ import pytest
 
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import JobStatus
+from backend.queue import OFFLOAD_ABOVE
 from cli.client import Client
 from cli.render import seconds
 from tests.conftest import StartServer, until
@@ -55,4 +57,28 @@ async def test_clients_never_wait_on_the_running_job(start_server: StartServer) 
     assert sum(len(r) for r in results) == 500
     assert {status for r in results for status in r} == {"running"}
     assert job.status is JobStatus.RUNNING, f"answers took {elapsed:.2f} s, longer than the job"
-    assert elapsed < 2.0
+
+
+async def test_a_heavy_transform_runs_off_the_loop(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a transform holds its thread on a large text, status calls still answer at once."""
+    release = threading.Event()
+
+    def heavy(text: str) -> str:
+        release.wait(timeout=10)  # holds its thread, as a long computation would
+        return text[::-1]
+
+    slow = JobType(1, "reverse", "slow", 0.0, heavy, len)
+    monkeypatch.setattr("backend.queue.lookup", lambda key: slow)
+    server = await start_server(time_scale=0.0)
+    job = server.queue.submit(1, "x" * (OFFLOAD_ABOVE + 1))
+    await until(lambda: job.status is JobStatus.RUNNING)
+    latencies = []
+    for _ in range(20):
+        began = time.monotonic()
+        assert (await server.call("status", [job.id]))["result"]["status"] == "running"
+        latencies.append(time.monotonic() - began)
+    release.set()
+    await until(lambda: job.status is JobStatus.DONE)
+    assert max(latencies) < 0.5, f"a status call waited {max(latencies):.2f} s"
