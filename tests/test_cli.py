@@ -26,6 +26,16 @@ def slow_server() -> Iterator[ServerProcess]:
     started.reap()
 
 
+def start_wait(url: str, *args: str) -> subprocess.Popen[str]:
+    """`taskrpc wait ARGS` running in the background, its output piped."""
+    return subprocess.Popen(
+        [str(BIN / "taskrpc"), "--url", url, "wait", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def submit(url: str, *args: str) -> str:
     done = run_cli("submit", *args, url=url)
     assert done.returncode == 0, done.stderr
@@ -207,12 +217,7 @@ def test_cli_imports_stay_light() -> None:
 
 def test_ctrl_c_stops_waiting_and_the_job_goes_on(slow_server: ServerProcess) -> None:
     """SIGINT to wait: exit 130, one line saying how to fetch the result, no traceback."""
-    waiter = subprocess.Popen(
-        [str(BIN / "taskrpc"), "--url", slow_server.url, "wait", "repeat", "пример"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiter = start_wait(slow_server.url, "repeat", "пример")
     try:
         assert waiter.stderr is not None
         first = waiter.stderr.readline()  # "taskrpc: job ID (repeat)" once it is submitted
@@ -236,12 +241,7 @@ def test_ctrl_c_stops_waiting_and_the_job_goes_on(slow_server: ServerProcess) ->
 def test_server_stops_promptly_on_sigterm(slow_server: ServerProcess) -> None:
     """SIGTERM while a job runs and a client waits: exit 0 within 2 s, no traceback."""
     submit(slow_server.url, "repeat", "x")
-    waiter = subprocess.Popen(
-        [str(BIN / "taskrpc"), "--url", slow_server.url, "wait", "repeat", "y"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiter = start_wait(slow_server.url, "repeat", "y")
     try:
         assert waiter.stderr is not None
         waiter.stderr.readline()  # submitted
