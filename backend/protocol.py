@@ -185,6 +185,7 @@ class JobSummary(TypedDict):
     """A job as `list` returns it: no full text, no result."""
 
     id: str
+    seq: int  # 0, 1, 2… in submission order; queued jobs run in this order
     type: str
     status: str
     position: int | None
@@ -215,10 +216,7 @@ class Notification(enum.StrEnum):
     RESYNC = "jobs.resync"  # params {"reason": ...}: backlog dropped; call `subscribe` again
 
 
-class JobUpdate(JobSummary):
-    """A job summary as the WebSocket sends it: with its submission order."""
-
-    seq: int  # 0, 1, 2… in submission order; queued jobs run in this order
+JobUpdate = JobSummary  # what the WebSocket sends of a job: its summary
 
 
 class Snapshot(TypedDict):

@@ -207,6 +207,7 @@ class JobQueue:
         """A small summary of the job for listings: no full text, no result."""
         return {
             "id": job.id,
+            "seq": job.seq,
             "type": job.type.name,
             "status": job.status.value,
             "position": self.position(job),

@@ -322,6 +322,7 @@ _SUMMARY_SCHEMA = {
     "type": "object",
     "properties": {
         **{k: v for k, v in _JOB_SCHEMA["properties"].items() if k not in ("data", "error")},  # type: ignore[attr-defined]
+        "seq": {"type": "integer", "description": "submission order: 0, 1, 2…"},
         "preview": {
             "type": "string",
             "description": f"the first {PREVIEW_CHARS} characters of the text",

@@ -113,8 +113,8 @@ class Hub:
         }
 
     def update(self, job: Job) -> JobUpdate:
-        """The job's summary with its submission order."""
-        return {**self.queue.summarize(job), "seq": job.seq}
+        """The job as subscribers see it."""
+        return self.queue.summarize(job)
 
     def check_token(self, given: str) -> bool:
         """True if `given` is the server's token (compared in constant time)."""
