@@ -120,8 +120,27 @@ def _explain(exc: Exception) -> tuple[ExitStatus, str]:
 
 
 async def submit(client: Client, args: argparse.Namespace) -> None:
-    job = await client.submit(_job_type(args.type), _text(args.data))
+    job = await _submit(client, args)
     _print(args, job, job["id"])
+
+
+async def _submit(client: Client, args: argparse.Namespace) -> JobObject:
+    """Submit; on Ctrl+C while the request is in flight, learn the id rather than lose the job."""
+    call = asyncio.ensure_future(client.submit(_job_type(args.type), _text(args.data)))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        print(
+            "taskrpc: interrupted; waiting for the server's answer to learn the job id",
+            file=sys.stderr,
+            flush=True,
+        )
+        job = await call
+        raise Failure(
+            f"interrupted; job {job['id']} was submitted and goes on — "
+            f"follow it with: taskrpc wait --id {job['id']}",
+            ExitStatus.INTERRUPTED,
+        ) from None
 
 
 async def status(client: Client, args: argparse.Namespace) -> None:
@@ -145,7 +164,7 @@ async def wait(client: Client, args: argparse.Namespace) -> None:
     if args.id is not None:
         job = await client.status(args.id)
     elif args.type is not None and args.data is not None:
-        job = await client.submit(_job_type(args.type), _text(args.data))
+        job = await _submit(client, args)
     else:
         raise Failure(
             "give TYPE and DATA to submit a job, or --id ID to wait for one", ExitStatus.USAGE

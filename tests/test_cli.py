@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 
 from cli.main import ExitStatus
 from tests.conftest import BIN, ServerProcess, run_cli, spawn_server
@@ -340,3 +342,46 @@ def test_a_closed_pipe_is_quiet(server_process: ServerProcess) -> None:
     )
     assert len(done.stdout) == 10
     assert done.stderr == ""
+
+
+async def test_ctrl_c_during_submit_still_tells_the_id() -> None:
+    """Ctrl+C while submit is in flight: exit 130 and the id of the job it created."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_submit(request: web.Request) -> web.Response:
+        body = await request.json()
+        arrived.set()
+        await release.wait()  # the answer comes only once the CLI has seen the Ctrl+C
+        job = {"id": "abcdefghijklmnop", "type": "reverse", "status": "queued"}
+        return web.json_response({"jsonrpc": "2.0", "result": job, "id": body["id"]})
+
+    app = web.Application()
+    app.router.add_post("/rpc", slow_submit)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        cli = await asyncio.create_subprocess_exec(
+            str(BIN / "taskrpc"),
+            "--url",
+            url,
+            "submit",
+            "reverse",
+            "x",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await asyncio.wait_for(arrived.wait(), 30)
+        cli.send_signal(signal.SIGINT)
+        assert cli.stderr is not None
+        said = await asyncio.wait_for(cli.stderr.readline(), 30)
+        assert b"waiting for the server's answer" in said
+        release.set()
+        out, err = await asyncio.wait_for(cli.communicate(), 30)
+    finally:
+        await runner.cleanup()
+    assert cli.returncode == ExitStatus.INTERRUPTED
+    assert out == b""
+    assert "job abcdefghijklmnop was submitted and goes on" in err.decode()
+    assert b"Traceback" not in err
