@@ -37,6 +37,7 @@ from backend.protocol import (
     QueueFull,
     ResultNotReady,
 )
+from backend.settings import DEFAULTS
 
 logger = logging.getLogger("taskrpc.queue")
 
@@ -102,12 +103,12 @@ class JobQueue:
     def __init__(
         self,
         *,
-        time_scale: float = 1.0,
-        max_text_chars: int = 10_000,
-        max_result_chars: int = 1_000_000,
-        max_queued: int = 100_000,
-        max_finished: int = 10_000,
-        max_kept_chars: int = 100_000_000,
+        time_scale: float = DEFAULTS.time_scale,
+        max_text_chars: int = DEFAULTS.max_text_chars,
+        max_result_chars: int = DEFAULTS.max_result_chars,
+        max_queued: int = DEFAULTS.max_queued,
+        max_finished: int = DEFAULTS.max_finished,
+        max_kept_chars: int = DEFAULTS.max_kept_chars,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.time_scale = time_scale

@@ -36,6 +36,7 @@ from backend.protocol import (
     RpcError,
 )
 from backend.queue import Job, JobQueue
+from backend.settings import DEFAULTS
 
 logger = logging.getLogger("taskrpc.rpc")
 
@@ -52,7 +53,13 @@ _STATUSES = [status.value for status in JobStatus]
 class Api:
     """The methods a client can call, bound to one queue."""
 
-    def __init__(self, queue: JobQueue, *, max_wait: float = 300.0, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        *,
+        max_wait: float = DEFAULTS.max_wait,
+        max_batch: int = DEFAULTS.max_batch,
+    ) -> None:
         self.queue = queue
         self.max_wait = max_wait
         self.max_batch = max_batch

@@ -164,3 +164,6 @@ def _parser() -> argparse.ArgumentParser:
         extra: dict[str, Any] = {"choices": LOG_LEVELS} if f.name == "log_level" else {}
         parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
     return parser
+
+
+DEFAULTS = Settings()  # the documented defaults, for code that takes them one by one
