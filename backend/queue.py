@@ -119,9 +119,7 @@ class JobQueue:
         self.max_kept_chars = max_kept_chars
         self._clock = clock
         self._jobs: dict[str, Job] = {}  # every known job, in submission order
-        self._pending: deque[Job] = (
-            deque()
-        )  # queued jobs, oldest first (and cancelled ones, skipped)
+        self._pending: deque[Job] = deque()  # queued jobs, oldest first (cancelled ones too)
         # Cancelled jobs still in _pending: their seqs, sorted, grouped by delay (a few groups,
         # one per type), so the jobs and delay ahead of any job are a few bisects away.
         self._holes: defaultdict[float, list[int]] = defaultdict(list)
