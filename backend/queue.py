@@ -131,6 +131,7 @@ class JobQueue:
         self._work = asyncio.Event()  # set while _pending may hold a job
         self._changed = asyncio.Event()  # replaced after every change; waiters await the old one
         self._listeners: list[Listener] = []
+        self._forgetters: list[Listener] = []
         self._next_seq = 0
         self._kept_chars = 0  # characters of results held by finished jobs
         self._delay_total = 0.0
@@ -310,10 +311,19 @@ class JobQueue:
             pass
         return job
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener(job)` after every change; returns the function that stops it."""
+    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
+        """Call `listener(job)` after every change, and `forget(job)` when a finished job is
+        forgotten; returns the function that stops both."""
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        if forget is not None:
+            self._forgetters.append(forget)
+
+        def stop() -> None:
+            self._listeners.remove(listener)
+            if forget is not None:
+                self._forgetters.remove(forget)
+
+        return stop
 
     def close(self) -> None:
         """Stop accepting waits and wake every waiter (the server is shutting down)."""
@@ -489,11 +499,16 @@ class JobQueue:
             old = self._jobs.pop(self._finished.popleft())
             self._kept_chars -= len(old.result or "")
             self._counts[old.status] -= 1
+            self._call(self._forgetters, old)
 
     def _notify(self, job: Job) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        for listener in self._listeners:
+        self._call(self._listeners, job)
+
+    @staticmethod
+    def _call(listeners: list[Listener], job: Job) -> None:
+        for listener in listeners:
             try:
                 listener(job)
             except Exception:  # a broken listener must not stop the worker

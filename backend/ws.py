@@ -27,7 +27,6 @@ from backend.protocol import (
     WS_PATH,
     Changes,
     InvalidParams,
-    JobNotFound,
     JobUpdate,
     Notification,
     RpcError,
@@ -75,11 +74,8 @@ class Hub:
         self.subscribers: set[Connection] = set()
         self._changed: dict[str, Job] = {}
         self._forgotten: set[str] = set()  # ids the queue dropped since the last notification
-        # Finished ids in the order they finished: the queue forgets finished jobs oldest
-        # first, so the ones it forgot are always at the left end of this.
-        self._finished: deque[str] = deque()
         self._flush: asyncio.TimerHandle | None = None
-        queue.subscribe(self._on_change)
+        queue.subscribe(self._on_change, forget=self._on_forget)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """GET /ws: upgrade, check the token, then answer messages until the peer leaves."""
@@ -125,26 +121,19 @@ class Hub:
         return self.token is None or same_secret(header or "", bearer(self.token))
 
     def _on_change(self, job: Job) -> None:
-        if job.status.finished:
-            self._finished.append(job.id)
-            self._drop_forgotten()
         if not self.subscribers:
-            self._forgotten.clear()
             return  # a new subscriber starts from a snapshot anyway
         self._changed[job.id] = job
+        self._schedule()
+
+    def _on_forget(self, job: Job) -> None:
+        if self.subscribers:
+            self._forgotten.add(job.id)
+            self._schedule()
+
+    def _schedule(self) -> None:
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.interval, self._send_changes)
-
-    def _drop_forgotten(self) -> None:
-        """Note the finished jobs the queue has forgotten (evicted), oldest first."""
-        finished = self._finished
-        while finished:
-            try:
-                self.queue.get(finished[0])
-            except JobNotFound:
-                self._forgotten.add(finished.popleft())
-            else:
-                return
 
     def _send_changes(self) -> None:
         self._flush = None
@@ -152,14 +141,7 @@ class Hub:
         forgotten, self._forgotten = self._forgotten, set()
         if not self.subscribers:
             return
-        jobs: list[JobUpdate] = []
-        for job in changed.values():
-            try:
-                self.queue.get(job.id)
-            except JobNotFound:
-                forgotten.add(job.id)
-            else:
-                jobs.append(self.update(job))
+        jobs = [self.update(job) for job_id, job in changed.items() if job_id not in forgotten]
         removed = list(forgotten)
         self.seq += 1
         params: Changes = {

@@ -229,3 +229,16 @@ async def test_socket_header_follows_the_http_rule(start_server: StartServer) ->
         await ws.send_json({"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "id": 1})
         (answer,) = await frames(ws, 1)
         assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED
+
+
+async def test_forgotten_jobs_are_reported_removed(start_server: StartServer) -> None:
+    """When the server forgets finished jobs (max_finished), subscribers are told to drop them."""
+    server = await start_server(time_scale=0.0, max_finished=2)
+    async with Client(server.url) as client, client.subscribe() as feed:
+        jobs = [server.queue.submit("reverse", str(n)) for n in range(5)]
+        removed: set[str] = set()
+        async with asyncio.timeout(10):
+            while len(removed) < 3:
+                event = await anext(feed)
+                removed |= set(cast(Changes, event).get("removed", []))
+    assert removed == {job.id for job in jobs[:3]}
