@@ -304,7 +304,9 @@ def _status(value: object) -> JobStatus:
 def _cursor(value: object) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
-    raise InvalidParams(f"cursor must be a next_cursor from an earlier page, not {value!r}")
+    raise InvalidParams(
+        f"cursor must be a next_cursor from an earlier page (or a job's seq), not {value!r}"
+    )
 
 
 _STRING = {"type": "string"}
@@ -353,7 +355,11 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "status": {"enum": [s.value for s in JobStatus]},
     "position": {"type": ["integer", "null"], "minimum": 0},
     "limit": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT},
-    "cursor": {"type": ["string", "null"]},
+    "cursor": {
+        "type": ["string", "null"],
+        "description": "an earlier page's next_cursor, or a job's seq as a string: "
+        "the page starts with the jobs submitted just before it",
+    },
 }
 _RESULT_SCHEMAS: dict[str, dict[str, Any]] = {
     Method.SUBMIT: _JOB_REF,

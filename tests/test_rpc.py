@@ -374,6 +374,9 @@ async def test_list_pages_newest_first(server: Server) -> None:
     assert [job["id"] for job in second["jobs"]] == ids[::-1][3:]
     assert second["next_cursor"] is None
     assert sum(first["counts"].values()) == 5
+    third_seq = str(first["jobs"][2]["seq"])  # a job's seq works as a cursor too
+    before = (await server.call("list", {"cursor": third_seq}))["result"]
+    assert [job["id"] for job in before["jobs"]] == ids[::-1][3:]
 
 
 async def test_http_errors(server: Server) -> None:

@@ -10,11 +10,12 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from backend.app import QUEUE, start
-from backend.protocol import JobStatus
+from backend.protocol import JobStatus, JobSummary
 from backend.settings import Settings
-from cli.client import Client
+from cli.client import Client, Unreachable
 from tests.conftest import Server, StartServer, until
-from tui.app import Dashboard, JobTable, Link
+from tui import app as tui_app
+from tui.app import Dashboard, JobTable, Link, Search
 from tui.screens import ConfirmScreen, DetailScreen, SubmitScreen
 
 SIZE = (120, 36)
@@ -148,6 +149,97 @@ async def test_rows_of_jobs_the_server_forgets_go(start_server: StartServer) -> 
             await settle(pilot, lambda: second.id in table(app).rows, "the second row")
             assert list(app.jobs.by_id) == [second.id]
             assert "1 of 1" in str(table(app).border_title)
+
+
+class Recorder(Client):
+    """The client library, noting each `list` call (`fail`: each one fails as if unreachable)."""
+
+    def __init__(self, url: str, fail: bool = False) -> None:
+        super().__init__(url)
+        self.fail = fail
+        self.calls: list[tuple[JobStatus | None, int, str | None]] = []
+
+    async def jobs(
+        self, status: JobStatus | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[JobSummary], dict[str, int], str | None]:
+        self.calls.append((status, limit, cursor))
+        if self.fail:
+            raise Unreachable(self.url, "connection refused")
+        return await super().jobs(status, limit, cursor)
+
+
+async def test_the_filter_finds_old_jobs_beyond_the_snapshot(start_server: StartServer) -> None:
+    """With only the newest 5 jobs held, a filter asks the server for the older ones; escape
+    drops them again."""
+    server = await start_server(time_scale=1000)
+    server.queue.submit("reverse", "busy")  # runs for a long time: the others stay queued
+    needle = server.queue.submit("swap", "needle in the hay")
+    hay = [server.queue.submit("reverse", f"hay {n}") for n in range(20)]
+    async with Recorder(server.url) as client:
+        app = Dashboard(client, max_rows=5)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: table(app).row_count == 5, "the newest five")
+            assert "(newest 5 of 22 on the server)" in str(table(app).border_title)
+            assert needle.id not in table(app).rows
+            await pilot.press("slash", *"needle", "enter")
+            await settle(pilot, lambda: app.search is Search.DONE, "the search")
+            assert list(table(app).rows) == [needle.id]
+            assert str(table(app).get_cell(needle.id, "status")) == "queued #1"
+            title = str(table(app).border_title)
+            assert "1 of 22" in title
+            assert "searched the server's older jobs" in title
+            # one page, from just before the oldest job held
+            assert client.calls == [(None, tui_app.SEARCH_PAGE, str(hay[15].seq))]
+            await pilot.press("escape")
+            await settle(pilot, lambda: table(app).row_count == 5, "the newest five again")
+            assert needle.id not in app.jobs.by_id
+            assert "(newest 5 of 22 on the server)" in str(table(app).border_title)
+
+
+async def test_the_search_passes_the_status_and_is_bounded(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status:queued` is asked of the server; the search stops after SEARCH_OLDER older jobs
+    and the title says the server has more."""
+    monkeypatch.setattr(tui_app, "SEARCH_PAGE", 3)
+    monkeypatch.setattr(tui_app, "SEARCH_OLDER", 4)
+    server = await start_server(time_scale=1000)
+    server.queue.submit("reverse", "busy")
+    oldest = server.queue.submit("swap", "hay oldest")
+    hay = [server.queue.submit("reverse", f"hay {n}") for n in range(20)]
+    async with Recorder(server.url) as client:
+        app = Dashboard(client, max_rows=5)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: table(app).row_count == 5, "the newest five")
+            await pilot.press("slash", *"status:queued hay", "enter")
+            await settle(pilot, lambda: app.search is Search.PARTIAL, "the search")
+            assert {status for status, _, _ in client.calls} == {JobStatus.QUEUED}
+            # pages of 3, starting just before the oldest held job: 6 older jobs read, enough
+            assert [cursor for _, _, cursor in client.calls] == [
+                str(hay[15].seq),
+                str(hay[12].seq),
+            ]
+            assert set(table(app).rows) == {job.id for job in hay[9:]}
+            assert oldest.id not in table(app).rows
+            assert "searched 6 older jobs, more on the server" in str(table(app).border_title)
+            # 21 queued: `hay 11` runs 13th, though the jobs before it are not held
+            assert str(table(app).get_cell(hay[11].id, "status")) == "queued #13"
+
+
+async def test_a_failed_search_is_a_notification(start_server: StartServer) -> None:
+    """The server's older jobs cannot be read: a notification, the title says so, rows stay."""
+    server = await start_server(time_scale=1000)
+    for n in range(8):
+        server.queue.submit("reverse", f"hay {n}")
+    async with Recorder(server.url, fail=True) as client:
+        app = Dashboard(client, max_rows=5)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: table(app).row_count == 5, "the newest five")
+            await pilot.press("slash", *"hay", "enter")
+            await settle(pilot, lambda: app.search is Search.FAILED, "the failed search")
+            assert table(app).row_count == 5
+            assert "older jobs not searched" in str(table(app).border_title)
+            assert any("cannot search" in str(note.message) for note in app._notifications)
 
 
 async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None:

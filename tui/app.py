@@ -8,7 +8,7 @@ import enum
 import gc
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from rich.text import Text
 from textual import on, work
@@ -20,9 +20,11 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, DuplicateKey, Row, RowKey
 
 from backend.protocol import (
+    LIST_LIMIT,
     Changes,
     JobObject,
     JobStatus,
+    JobSummary,
     RpcError,
     Snapshot,
     Unauthorized,
@@ -36,6 +38,8 @@ TICK = 0.1  # seconds between redraws of the running job's progress (local clock
 BACKOFF_FIRST = 0.25  # seconds before the first reconnect attempt, doubled each time…
 BACKOFF_CAP = 3.0  # …up to this
 FILTER_DEBOUNCE = 0.15  # seconds of quiet typing before the filter is applied
+SEARCH_PAGE = LIST_LIMIT  # jobs per `list` call when a filter searches the server's older jobs
+SEARCH_OLDER = 5_000  # a filter reads at most this many older jobs (beyond those held)
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("n", "new job: type and text"),
@@ -72,6 +76,26 @@ class Backend(Protocol):
     async def cancel(self, job_id: str) -> JobObject: ...
     async def types(self) -> list[dict[str, Any]]: ...
     def subscribe(self, limit: int = 1000) -> Subscription: ...
+
+
+@runtime_checkable
+class Pager(Protocol):
+    """A backend that also pages through every job the server knows (`list`): the filter
+    uses it to search the jobs older than the snapshot. `Client` has it."""
+
+    async def jobs(
+        self, status: JobStatus | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[JobSummary], dict[str, int], str | None]: ...
+
+
+class Search(enum.Enum):
+    """How far the filter's search of the server's older jobs got."""
+
+    NONE = "none"  # no filter, or the dashboard holds every job the server knows
+    RUNNING = "running"
+    DONE = "done"  # every older job that can match was read
+    PARTIAL = "partial"  # stopped after SEARCH_OLDER older jobs: the server has more
+    FAILED = "failed"
 
 
 class Link(enum.StrEnum):
@@ -189,6 +213,9 @@ class Dashboard(App[None]):
         self._focus_when_shown: str | None = None
         self._filter_timer: Any = None
         self._anchor: str | None = None  # the job the cursor returns to while a filter is typed
+        self.search = Search.NONE
+        self._searched = 0  # older jobs the current search has read
+        self._older: set[str] = set()  # ids of the older jobs the search added (not in the feed)
         # Kept, not queried: the feed may still deliver while the app shuts its screen down.
         self._table = JobTable(id="jobs", cursor_type="row", zebra_stripes=True)
         self._status_bar = Static(id="status-bar")
@@ -283,9 +310,11 @@ class Dashboard(App[None]):
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Start over from a snapshot: rows of jobs the server no longer has go."""
+        self.stop_search()
         self.jobs.reset(snapshot["jobs"], snapshot["counts"], snapshot["total"])
         self.jobs.limit = snapshot["limit"]
         self.rebuild()
+        self.start_search()  # a filter searches the older jobs again
         # The snapshot's objects (some 10^5 for 10 000 jobs) live long: move them out of the
         # collector's reach, or every full collection rescans them (~0.1 s, mid-burst).
         gc.freeze()
@@ -301,6 +330,7 @@ class Dashboard(App[None]):
             self.jobs.total = sum(changes["counts"].values())
             for job_id in changes["removed"]:  # forgotten by the server
                 self.jobs.forget(job_id)
+                self._older.discard(job_id)
                 remove.append(job_id)
             for update in changes["jobs"]:
                 job, old = self.jobs.put(update)
@@ -375,15 +405,100 @@ class Dashboard(App[None]):
             table.update_cell(running.id, "status", model.status_cell(running, self.jobs, now))
             table.update_cell(running.id, "ran", model.duration_cell(running.ran(now)))
 
+    # -- the filter's search of the server's older jobs ------------------------------
+
+    @property
+    def held(self) -> int:
+        """Jobs the feed keeps current: the snapshot's and those changed since."""
+        return len(self.jobs.by_id) - len(self._older)
+
+    def start_search(self) -> None:
+        """If the server knows jobs the dashboard does not hold, look among them (newest
+        first, in the background) for the filter's jobs."""
+        words = self.filter_words
+        if not words or self.jobs.total <= self.held or not isinstance(self.backend, Pager):
+            return
+        statuses = model.wanted_statuses(words)
+        if not statuses:
+            return  # e.g. `status:done status:failed`: no job matches
+        self.search = Search.RUNNING
+        self._searched = 0
+        self.search_older(list(words), statuses.pop() if len(statuses) == 1 else None)
+
+    def stop_search(self) -> None:
+        """Cancel the search and forget the older jobs it found (the caller redraws)."""
+        self.workers.cancel_group(self, "search")
+        for job_id in self._older:
+            self.jobs.forget(job_id)
+        self._older.clear()
+        self.jobs.forget_unseen()
+        self.search = Search.NONE
+
+    @work(exclusive=True, group="search", exit_on_error=False)
+    async def search_older(self, words: list[str], status: JobStatus | None) -> None:
+        """Page through the server's jobs with `list`; add the older ones that match."""
+        pager = cast(Pager, self.backend)
+        held = [job.seq for job in self.jobs.by_id.values()]
+        cursor = str(min(held)) if held else None  # `list` starts just before the oldest held
+        try:
+            while True:
+                page, _, cursor = await pager.jobs(status, SEARCH_PAGE, cursor)
+                if words != self.filter_words:
+                    return  # a newer filter has its own search
+                self.merge_older(page)
+                if cursor is None or self._searched >= SEARCH_OLDER:
+                    break
+        except (RpcError, TransportError, OSError, KeyError, TypeError, ValueError) as exc:
+            self.search = Search.FAILED
+            self.notify(
+                f"cannot search the server's older jobs: {exc}", title="Filter", severity="error"
+            )
+        else:
+            self.search = Search.DONE if cursor is None else Search.PARTIAL
+        self.refresh_title()
+
+    def merge_older(self, page: list[JobSummary]) -> None:
+        """Add the page's matching jobs the dashboard does not hold yet, in one batch."""
+        table = self._table
+        now = self.clock()
+        words = self.filter_words
+        add: list[tuple[str, tuple[model.Cell, ...]]] = []
+        for summary in page:
+            if summary["id"] in self.jobs.by_id:
+                continue  # held: the feed keeps it current
+            self._searched += 1
+            if model.Job.from_update(summary).matches(words):
+                job, _ = self.jobs.put(summary)
+                self._older.add(job.id)
+                add.append((job.id, model.cells(job, self.jobs, now)))
+            else:
+                self.jobs.note_unseen(summary)
+        with self.batch_update():
+            if add:
+                splice_rows(table, add=add)
+                self.resort()
+            self._after_change(table)
+
     def refresh_title(self) -> None:
         table = self._table
         arrow = "↓" if self.sort_reverse else "↑"
-        known = len(self.jobs.by_id)
-        title = f"Jobs — {table.row_count} of {known}"
-        if self.jobs.total > known:
-            title += f" (newest {known} of {self.jobs.total} on the server)"
+        known, held, total = len(self.jobs.by_id), self.held, self.jobs.total
+        search = self.search
+        if search is Search.DONE:  # every job on the server was looked at
+            title = f"Jobs — {table.row_count} of {total}"
+        else:
+            title = f"Jobs — {table.row_count} of {known}"
+            if total > held:
+                title += f" (newest {held} of {total} on the server)"
         if self.filter_words:
             title += f" · filter: {' '.join(self.filter_words)}"
+        title += {
+            Search.NONE: "",
+            Search.RUNNING: " · searching the server's older jobs…",
+            Search.DONE: " · searched the server's older jobs",
+            Search.PARTIAL: f" · searched {self._searched} older jobs, more on the server",
+            Search.FAILED: " · the server's older jobs not searched",
+        }[search]
         title += f" · sorted by {self.sort_column} {arrow}"
         if self.following:
             title += " · following"
@@ -485,7 +600,10 @@ class Dashboard(App[None]):
         words = text.lower().split()
         if words != self.filter_words:
             self.filter_words = words
+            self.stop_search()  # older jobs found for the previous filter go; escape: all go
             self.rebuild()
+            self.start_search()
+            self.refresh_title()
 
     def action_sort(self) -> None:
         index = model.SORTS.index(self.sort_column)

@@ -93,6 +93,16 @@ class Job:
         )
 
 
+def wanted_statuses(words: list[str]) -> set[JobStatus]:
+    """The statuses a job can have and still match the filter's `status:` words."""
+    wanted = set(JobStatus)
+    for word in words:
+        field, _, value = word.partition(":")
+        if field == "status" and value:
+            wanted &= {status for status in JobStatus if status.value.startswith(value)}
+    return wanted
+
+
 class Jobs:
     """Every job the dashboard has heard of, and the counts the server last sent."""
 
@@ -102,6 +112,9 @@ class Jobs:
         self.total = 0
         self.limit = 0
         self._queued: list[int] = []  # seqs of the queued jobs we know, ascending
+        # Seqs of queued jobs read by a search of older jobs but not kept (they did not match):
+        # with them, a kept older job's rank is exact (the search reads newest first).
+        self._unseen: list[int] = []
         self._ids_by_seq: dict[int, str] = {}
         self._running: str | None = None  # the id of the running job, if we know it
 
@@ -109,6 +122,7 @@ class Jobs:
         """Forget everything and start from a snapshot."""
         self.by_id.clear()
         self._queued.clear()
+        self._unseen.clear()
         self._ids_by_seq.clear()
         self._running = None
         for update in updates:
@@ -121,6 +135,8 @@ class Jobs:
         old = self.by_id.get(job.id)
         if old is not None and old.status is JobStatus.QUEUED:
             self._unqueue(old.seq)
+        if self._unseen:
+            _discard(self._unseen, job.seq)
         if job.status is JobStatus.QUEUED:
             insort(self._queued, job.seq)
         if job.status is JobStatus.RUNNING:
@@ -142,6 +158,14 @@ class Jobs:
                 self._unqueue(job.seq)
         return job
 
+    def note_unseen(self, update: JobUpdate) -> None:
+        """A search read this job and did not keep it: if queued, it still counts in ranks."""
+        if update["status"] == JobStatus.QUEUED and update["id"] not in self.by_id:
+            insort(self._unseen, update["seq"])
+
+    def forget_unseen(self) -> None:
+        self._unseen.clear()
+
     def rank(self, job: Job) -> int:
         """1 for the queued job that runs next, 2 for the one after, and so on."""
         return self.rank_of(job.seq)
@@ -149,6 +173,7 @@ class Jobs:
     def rank_of(self, seq: int) -> int:
         """The rank of the queued job submitted `seq`-th."""
         after = len(self._queued) - bisect_right(self._queued, seq)
+        after += len(self._unseen) - bisect_right(self._unseen, seq)
         return max(1, self.counts.get(JobStatus.QUEUED, 0) - after)
 
     def queued(self) -> list[Job]:
@@ -160,9 +185,14 @@ class Jobs:
         return None if self._running is None else self.by_id.get(self._running)
 
     def _unqueue(self, seq: int) -> None:
-        index = bisect_left(self._queued, seq)
-        if index < len(self._queued) and self._queued[index] == seq:
-            del self._queued[index]
+        _discard(self._queued, seq)
+
+
+def _discard(seqs: list[int], seq: int) -> None:
+    """Remove `seq` from the ascending list, if it is there."""
+    index = bisect_left(seqs, seq)
+    if index < len(seqs) and seqs[index] == seq:
+        del seqs[index]
 
 
 # -- cells ------------------------------------------------------------------------------
