@@ -420,7 +420,7 @@ class JobQueue:
             )
         if len(data) > self.max_text_chars:
             raise InvalidParams(
-                f"data is {len(data)} characters long; the limit is {self.max_text_chars}"
+                f"data is {len(data)} code points long; the limit is {self.max_text_chars}"
             )
         try:
             data.encode("utf-8")
@@ -431,7 +431,7 @@ class JobQueue:
         size = job_type.result_length(data)
         if size > self.max_result_chars:
             raise InvalidParams(
-                f"the result of {job_type.name} on this text would be {size} characters long; "
+                f"the result of {job_type.name} on this text would be {size} code points long; "
                 f"the limit is {self.max_result_chars}: send a shorter text"
             )
         return data

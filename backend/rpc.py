@@ -74,6 +74,7 @@ class Api:
             Method.DISCOVER: self.discover,
         }
         self._dispatchable = {name: _guarded(method) for name, method in self.methods.items()}
+        self._takes = {name: _takes(method) for name, method in self.methods.items()}
 
     async def submit(self, type: object, data: object) -> Result:
         """Queue a job; returns the job object with its id."""
@@ -180,7 +181,13 @@ class Api:
         _, result = await dispatch_request(self._dispatchable, NOCONTEXT, call)
         if call.id is NOID:
             return None  # a notification: it ran, and gets no response
-        return cast(Response, to_serializable_one(to_response(call, result)))
+        response = cast(Response, to_serializable_one(to_response(call, result)))
+        error = response.get("error")
+        if error is not None and error["message"] == "Invalid params" and "data" in error:
+            # jsonrpcserver's own check of the arguments: say what the method takes.
+            takes = self._takes[call.method]
+            error["message"] = f"Invalid params: {error.pop('data')}; {call.method} takes {takes}"
+        return response
 
 
 def dumps(answer: Any) -> bytes:
@@ -241,6 +248,13 @@ def _guarded(method: RpcMethod) -> RpcMethod:
     # here makes that check a cheap bind instead of a walk through the wrapper chain.
     call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
     return call
+
+
+def _takes(method: RpcMethod) -> str:
+    """`(id, [timeout], [status])`: a method's params, the optional ones in brackets."""
+    params = inspect.signature(method).parameters.values()
+    names = [p.name if p.default is inspect.Parameter.empty else f"[{p.name}]" for p in params]
+    return f"({', '.join(names)})"
 
 
 def _problem(request: object) -> str | None:

@@ -223,7 +223,10 @@ class Subscription:
         while True:  # notifications sent before the answer are superseded by the snapshot
             message = await self._receive()
             if message.get("id") == request_id:
-                snapshot = cast(Snapshot, _result(200, json.dumps(message).encode(), self.url))
+                try:
+                    snapshot = cast(Snapshot, _result(200, json.dumps(message).encode(), self.url))
+                except Unauthorized:
+                    raise _refused() from None  # advice for a person, not for the wire
                 self._seq = snapshot["seq"]
                 return snapshot
 

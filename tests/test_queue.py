@@ -244,7 +244,7 @@ def test_text_limit() -> None:
     """A text over max_text_chars is refused at submit, saying the limit."""
     queue = JobQueue(max_text_chars=5)
     queue.submit(1, "12345")
-    with pytest.raises(InvalidParams, match="6 characters long; the limit is 5"):
+    with pytest.raises(InvalidParams, match="6 code points long; the limit is 5"):
         queue.submit(1, "123456")
 
 
@@ -253,7 +253,7 @@ def test_result_limit() -> None:
     queue = JobQueue(max_result_chars=10)
     queue.submit(3, "1234")  # 10 characters
     queue.submit(1, "1234567890")  # reverse: same length
-    with pytest.raises(InvalidParams, match="result of repeat on this text would be 15 characters"):
+    with pytest.raises(InvalidParams, match="repeat on this text would be 15 code points"):
         queue.submit(3, "12345")
 
 

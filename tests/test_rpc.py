@@ -432,3 +432,16 @@ async def test_health_says_when_the_worker_stopped(server: Server) -> None:
     async with aiohttp.ClientSession() as session, session.get(server.url + "/healthz") as reply:
         assert reply.status == 503
         assert await reply.json() == {"status": "error", "worker": "stopped"}
+
+
+async def test_argument_errors_say_what_the_method_takes(server: Server) -> None:
+    """A missing or unknown argument names the method's params, optional ones in brackets."""
+    missing = await server.call("submit", {"type": 1})
+    assert missing["error"]["message"] == (
+        "Invalid params: missing a required argument: 'data'; submit takes (type, data)"
+    )
+    extra = await server.call("wait", {"id": "x", "colour": "red"})
+    assert extra["error"]["message"] == (
+        "Invalid params: got an unexpected keyword argument 'colour'; "
+        "wait takes (id, [timeout], [status], [position])"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -272,3 +273,36 @@ async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None
 async def _serve(port: int) -> tuple[web.AppRunner, str]:
     """A server on 127.0.0.1:`port` whose lifetime the test controls."""
     return await start(Settings(port=port, time_scale=1000))
+
+
+async def test_screenshot_lands_in_the_working_directory(
+    server: Server, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The palette's Screenshot saves an SVG where the dashboard was started."""
+    monkeypatch.chdir(tmp_path)
+    app = Dashboard(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: app.link is Link.CONNECTED, "the connection")
+        app.action_screenshot()
+        await pilot.pause()
+    assert "taskrpc" in only_svg_in(tmp_path)
+
+
+def only_svg_in(folder: Path) -> str:
+    """The text of the one SVG file in `folder`."""
+    (saved,) = folder.glob("*.svg")
+    return saved.read_text()
+
+
+async def test_new_job_without_a_server_says_so_at_once(start_server: StartServer) -> None:
+    """While reconnecting, `n` tells there is no server instead of swallowing the next keys."""
+    server = await start_server()
+    async with Client(server.url) as client:
+        app = Dashboard(client)
+        async with app.run_test(size=SIZE) as pilot:
+            app._types = None  # as if the types were never loaded
+            app.link = Link.RECONNECTING
+            await pilot.press("n")
+            await pilot.pause()
+            assert not isinstance(app.screen, SubmitScreen)
+            assert any("no server" in str(note.message) for note in app._notifications)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import gc
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, ClassVar, Protocol, cast, runtime_checkable
@@ -211,6 +212,7 @@ class Dashboard(App[None]):
         self.sort_reverse = True  # newest first
         self.following = False
         self._focus_when_shown: str | None = None
+        self._types: list[dict[str, Any]] | None = None  # the server's job types, once connected
         self._filter_timer: Any = None
         self._anchor: str | None = None  # the job the cursor returns to while a filter is typed
         self.search = Search.NONE
@@ -272,6 +274,7 @@ class Dashboard(App[None]):
                 async with self.backend.subscribe(self.max_rows) as feed:
                     assert feed.snapshot is not None
                     self.set_link(Link.CONNECTED)
+                    self._types = await self.backend.types()
                     self.apply_snapshot(feed.snapshot)
                     async for event in feed:
                         if "removed" in event:
@@ -514,7 +517,7 @@ class Dashboard(App[None]):
         }[self.link]
         running = self.jobs.running
         worker = Text(f"worker busy ({running.type})" if running else "worker idle")
-        parts: list[Text] = [Text(self.backend.url, style="bold"), link, worker]
+        parts: list[Text] = [link, worker]  # the header shows the server's URL
         parts += [
             Text(f"{counts.get(status.value, 0)} {status.value}", style=model.STATUS_STYLE[status])
             for status in JobStatus
@@ -528,12 +531,16 @@ class Dashboard(App[None]):
 
     @work(exclusive=True, group="new")
     async def action_new(self) -> None:
-        try:
-            types = await self.backend.types()
-        except (RpcError, TransportError) as exc:
-            self.notify(f"cannot load the job types: {exc}", title="New job", severity="error")
-            return
-        job = await self.push_screen_wait(SubmitScreen(types))
+        if self._types is None:  # loaded on connecting; while cut off, say so at once
+            if self.link in (Link.RECONNECTING, Link.DISCONNECTED):
+                self.notify("no server: cannot load the job types", title="New job")
+                return
+            try:
+                self._types = await self.backend.types()
+            except (RpcError, TransportError) as exc:
+                self.notify(f"cannot load the job types: {exc}", title="New job", severity="error")
+                return
+        job = await self.push_screen_wait(SubmitScreen(self._types))
         if job is not None:
             self.notify(f"{job['type']} job {job['id']} queued", title="Submitted")
             self._focus_when_shown = job["id"]
@@ -588,6 +595,14 @@ class Dashboard(App[None]):
     def filter_submitted(self, event: Input.Submitted) -> None:
         self._stop_filter_timer()
         self.set_filter(event.value)
+        statuses = {status.value for status in JobStatus}
+        for word in self.filter_words:
+            if word.startswith("status:") and word.removeprefix("status:") not in statuses:
+                self.notify(
+                    f"no status {word.removeprefix('status:')!r}: try {', '.join(statuses)}",
+                    title="Filter",
+                    severity="warning",
+                )
         self._anchor = None
         self._table.focus()
 
@@ -620,6 +635,15 @@ class Dashboard(App[None]):
         self.following = not self.following
         self.notify("following the newest job" if self.following else "stopped following")
         self._after_change(self._table)
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the screen in the working directory (Textual's default: Downloads)."""
+        try:
+            saved = self.save_screenshot(filename, path or os.getcwd())
+        except OSError as exc:
+            self.notify(f"cannot save a screenshot: {exc}", title="Screenshot", severity="error")
+        else:
+            self.notify(f"saved {saved}", title="Screenshot")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

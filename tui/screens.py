@@ -17,6 +17,7 @@ from backend.protocol import (
     InvalidParams,
     JobCancelled,
     JobFailed,
+    JobNotFound,
     JobObject,
     JobStatus,
     QueueFull,
@@ -154,7 +155,12 @@ class DetailScreen(Screen[None]):
                 self.query_one("#result", Static).update(Text(self.result))
         except (JobFailed, JobCancelled) as exc:
             self.query_one("#result", Static).update(Text(str(exc)))
+        except JobNotFound:
+            self.query_one("#result", Static).update(
+                Text("the server does not know this job (it restarted, or forgot the job)")
+            )
         except (RpcError, TransportError) as exc:
+            self.query_one("#result", Static).update(Text(f"cannot load this job: {exc}"))
             app.notify(str(exc), title="Details", severity="error")
         except asyncio.CancelledError:
             raise
