@@ -63,13 +63,17 @@ def iso(timestamp: float | None) -> str | None:
         return None
     fraction, whole = math.modf(timestamp)
     micros = round(fraction * 1_000_000)  # as datetime.fromtimestamp rounds, then cut to ms
-    return f"{_second(int(whole) + micros // 1_000_000)}.{micros % 1_000_000 // 1000:03d}Z"
+    day, second = divmod(int(whole) + micros // 1_000_000, 86_400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    millis = micros % 1_000_000 // 1000
+    return f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
-@functools.lru_cache(maxsize=64)
-def _second(epoch_second: int) -> str:
-    """`2026-11-27T21:40:09` for an epoch second; cached, as many stamps share one."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
+@functools.lru_cache(maxsize=16)
+def _date(epoch_day: int) -> str:
+    """`2026-11-27` for a day since the epoch; cached, as nearly all stamps share a few days."""
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch_day * 86_400))
 
 
 @dataclass(slots=True, eq=False)
