@@ -31,22 +31,8 @@ def rows() -> list[Row]:
         # machine's drift hits both alike.
         for round_ in range(ROUNDS):
             log(f"status latency, {FEW} vs {JOBS:,} jobs, round {round_ + 1}/{ROUNDS}")
-            few_runs.append(
-                run_load(
-                    few_server,
-                    rpc_body("status", {"id": few_ids[-1]}),
-                    connections=1,
-                    duration=LATENCY_DURATION,
-                )
-            )
-            many_runs.append(
-                run_load(
-                    server,
-                    rpc_body("status", {"id": ids[-1]}),
-                    connections=1,
-                    duration=LATENCY_DURATION,
-                )
-            )
+            few_runs.append(_status_latency(few_server, few_ids[-1]))
+            many_runs.append(_status_latency(server, ids[-1]))
         health = rpc.health()
         rpc.close()
         few_rpc.close()
@@ -77,6 +63,12 @@ def rows() -> list[Row]:
 
 def _p99(many: LoadResult, few: LoadResult) -> str:
     return f"p99 {many.p99_ms:.3f} ms vs {few.p99_ms:.3f} ms"
+
+
+def _status_latency(server: Server, job_id: str) -> LoadResult:
+    """One client asking for one job's status, back to back."""
+    body = rpc_body("status", {"id": job_id})
+    return run_load(server, body, connections=1, duration=LATENCY_DURATION)
 
 
 def _median_run(runs: list[LoadResult]) -> LoadResult:

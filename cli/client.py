@@ -224,7 +224,7 @@ class Subscription:
             message = await self._receive()
             if message.get("id") == request_id:
                 try:
-                    snapshot = cast(Snapshot, _result(200, json.dumps(message).encode(), self.url))
+                    snapshot = cast(Snapshot, _unpack(message, self.url))
                 except Unauthorized:
                     raise _refused() from None  # advice for a person, not for the wire
                 self._seq = snapshot["seq"]
@@ -264,9 +264,17 @@ def _result(status: int, body: bytes, url: str) -> Any:
         raise _refused()
     try:
         answer = json.loads(body)
-        response = parse(answer)
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise TransportError(f"{url} answered HTTP {status} without a JSON-RPC response") from exc
+    return _unpack(answer, url)
+
+
+def _unpack(answer: Any, url: str) -> Any:
+    """The result of a decoded JSON-RPC response, or the exception its error stands for."""
+    try:
+        response = parse(answer)
+    except (KeyError, TypeError) as exc:
+        raise TransportError(f"{url} answered without a JSON-RPC response") from exc
     if isinstance(response, Error):
         raise RpcError.from_error(response.code, response.message, response.data)
     if not isinstance(response, Ok):
