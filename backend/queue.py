@@ -43,14 +43,14 @@ logger = logging.getLogger("taskrpc.queue")
 
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
 COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
-_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers
+# Byte -> one of 32 letters; 256 is a multiple of 32, so each letter carries 5 uniform bits.
+_ID_LETTERS = b"abcdefghijklmnopqrstuvwxyz234567" * 8
 
 
 def new_id() -> str:
     """A random id: 80 bits, lowercase letters and digits 2-7, safe to paste in a shell."""
-    bits = int.from_bytes(secrets.token_bytes(10))
-    return "".join([_BASE32[(bits >> shift) & 31] for shift in range(75, -1, -5)])
+    return secrets.token_bytes(16).translate(_ID_LETTERS).decode("ascii")
 
 
 @overload
@@ -63,17 +63,14 @@ def iso(timestamp: float | None) -> str | None:
         return None
     fraction, whole = math.modf(timestamp)
     micros = round(fraction * 1_000_000)  # as datetime.fromtimestamp rounds, then cut to ms
-    day, second = divmod(int(whole) + micros // 1_000_000, 86_400)
-    hour, second = divmod(second, 3600)
-    minute, second = divmod(second, 60)
-    millis = micros % 1_000_000 // 1000
-    return f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    second = int(whole) + micros // 1_000_000
+    return f"{_second(second)}.{micros % 1_000_000 // 1000:03d}Z"
 
 
-@functools.lru_cache(maxsize=16)
-def _date(epoch_day: int) -> str:
-    """`2026-11-27` for a day since the epoch; cached, as nearly all stamps share a few days."""
-    return time.strftime("%Y-%m-%d", time.gmtime(epoch_day * 86_400))
+@functools.lru_cache(maxsize=1024)
+def _second(epoch_second: int) -> str:
+    """`2026-11-27T21:40:09`; cached, as the stamps of one burst share a few seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 @dataclass(slots=True, eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -235,6 +236,10 @@ def test_ids_are_random_and_shell_safe() -> None:
     for job_id in ids:
         assert len(job_id) == 16
         assert set(job_id) <= set("abcdefghijklmnopqrstuvwxyz234567")
+    # Each of the 32 letters is equally likely (5 bits each): 5 000 expected, sd about 70.
+    counts = Counter("".join(ids))
+    assert len(counts) == 32
+    assert all(4_500 < count < 5_500 for count in counts.values()), counts
 
 
 # -- limits ------------------------------------------------------------------------------------

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backend.app import WORKER
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import ErrorCode, JobStatus
+from backend.queue import JobQueue
+from backend.rpc import Api, QuickSignature
 from tests.conftest import Server, StartServer, until
 
 
@@ -445,3 +451,29 @@ async def test_argument_errors_say_what_the_method_takes(server: Server) -> None
         "Invalid params: got an unexpected keyword argument 'colour'; "
         "wait takes (id, [timeout], [status], [position])"
     )
+
+
+_NAMES = st.sampled_from(["id", "type", "data", "timeout", "status", "position", "colour"])
+
+
+@pytest.mark.parametrize("method", Api(JobQueue()).methods.values(), ids=lambda m: m.__name__)
+@given(
+    args=st.lists(st.integers(), max_size=5),
+    kwargs=st.dictionaries(_NAMES, st.integers(), max_size=5),
+)
+def test_quick_signature_binds_as_inspect_does(
+    method: Callable[..., object], args: list[int], kwargs: dict[str, int]
+) -> None:
+    """The quick bind jsonrpcserver uses gives inspect's arguments, or inspect's error."""
+
+    def bound(signature: inspect.Signature, *args: int, **kwargs: int) -> object:
+        try:
+            return dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as exc:
+            return f"TypeError: {exc}"
+
+    plain = inspect.signature(method)
+    quick = QuickSignature(plain)
+    assert bound(quick, *args) == bound(plain, *args)
+    assert bound(quick, **kwargs) == bound(plain, **kwargs)
+    assert bound(quick, *args, **kwargs) == bound(plain, *args, **kwargs)
