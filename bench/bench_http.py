@@ -36,6 +36,7 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
     ours: dict[int, list[LoadResult]] = {10: [], 100: []}
     single: list[LoadResult] = []
     batched: list[LoadResult] = []
+    dispatch_only: list[LoadResult] = []
     with Server.taskrpc("--time-scale", "1000", "--max-queued", "10000000") as server:
         rpc = Rpc(server.port)
         job = _queued_status_job(rpc)
@@ -49,6 +50,8 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
             )
             + b"]"
         )
+        # The same pipeline with a method that creates nothing: what dispatch alone allows.
+        types = b"[" + b",".join(rpc_body("types", {}, i) for i in range(BATCH)) + b"]"
         with job_file(rpc.call("status", id=job["id"])) as path, Server.bare(path) as bare:
             for round_ in range(ROUNDS):
                 for connections in (10, 100):
@@ -59,9 +62,10 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
                     ours[connections].append(
                         run_load(server, status, connections=connections, duration=DURATION)
                     )
-                log(f"submit, single and batches of {BATCH}, round {round_ + 1}/{ROUNDS}")
+                log(f"submit, single and batched; batched types, round {round_ + 1}/{ROUNDS}")
                 single.append(run_load(server, submit, connections=10, duration=DURATION))
                 batched.append(run_load(server, batch, connections=4, duration=DURATION))
+                dispatch_only.append(run_load(server, types, connections=4, duration=DURATION))
         rpc.close()
     for connections in (10, 100):
         ratios = [
@@ -103,8 +107,11 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
             jobs_rate / bare10,
             "≥ 20 000 jobs/s",
             jobs_rate >= 20_000 and not any(r.errors for r in batched),
-            f"server CPU/job {median([r.server_cpu_us for r in batched]) / BATCH:.0f} µs"
-            + _errors(batched),
+            f"server CPU/job {median([r.server_cpu_us for r in batched]) / BATCH:.0f} µs; "
+            f"batches of {BATCH} `types` calls (no job made) "
+            f"{median([r.rate for r in dispatch_only]) * BATCH:,.0f} calls/s, "
+            f"{median([r.server_cpu_us for r in dispatch_only]) / BATCH:.0f} µs CPU each"
+            + _errors(batched + dispatch_only),
         )
     )
     return rows, {c: median([r.rate for r in bare_rates[c]]) for c in (10, 100)}

@@ -1,10 +1,11 @@
-"""The dashboard at scale: load 10 000 jobs, then apply bursts of 1 000 changes.
+"""The dashboard at scale: load 10 000 jobs, apply bursts of 1 000 changes, then idle.
 
 Runs the real server in-process and the real dashboard headless (Textual's
 `run_test`), and times: the first snapshot until all 10 000 rows are in the
 table; a burst of 1 000 cancels (rows change in place) and a burst of 1 000
 submits (rows added), each until the table shows all of it, and the longest
-single `apply_changes` call (how long the screen could freeze).
+single `apply_changes` call (how long the screen could freeze); then, with nothing
+changing, the CPU it uses with the running job's row out of sight and on screen.
 
 `python -m bench.bench_tui` prints the figures; `rows()` feeds `python -m bench`.
 """
@@ -26,6 +27,7 @@ JOBS = 10_000
 BURST = 1_000
 LOAD_TARGET = 2.0  # seconds
 FREEZE_TARGET = 0.25  # seconds
+IDLE_WINDOW = 3.0  # seconds of no changes, a job running, over which CPU use is measured
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -34,6 +36,13 @@ async def _until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the dashboard never caught up")
         await asyncio.sleep(0.001)
+
+
+async def _cpu_share(seconds: float) -> float:
+    """The share of one core this process used over the next `seconds`."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
 async def measure() -> dict[str, float]:
@@ -84,6 +93,14 @@ async def measure() -> dict[str, float]:
                 await pilot.pause()
                 figures["burst_add"] = time.perf_counter() - began
                 figures["longest_apply"] = longest
+
+                running = queue.running
+                assert running is not None
+                for place, job_id in (("out_of_sight", jobs[-1].id), ("on_screen", running.id)):
+                    table.move_to(job_id)
+                    await pilot.pause()
+                    assert table.on_screen(running.id) is (place == "on_screen")
+                    figures[f"cpu_{place}"] = await _cpu_share(IDLE_WINDOW)
     finally:
         await runner.cleanup()
     return figures
@@ -125,6 +142,18 @@ def rows() -> list[Row]:
             None,
             f"< {FREEZE_TARGET * 1000:.0f} ms",
             figures["longest_apply"] < FREEZE_TARGET,
+        ),
+        *(
+            Row(
+                f"dashboard: CPU with no changes, the running job's row {where}",
+                f"{figures[key]:.0%} of a core",
+                "—",
+                None,
+                "report",
+                None,
+                "dashboard and server in one process; the progress redraws once a second",
+            )
+            for where, key in (("out of sight", "cpu_out_of_sight"), ("on screen", "cpu_on_screen"))
         ),
     ]
 

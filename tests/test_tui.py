@@ -306,3 +306,31 @@ async def test_new_job_without_a_server_says_so_at_once(start_server: StartServe
             await pilot.pause()
             assert not isinstance(app.screen, SubmitScreen)
             assert any("no server" in str(note.message) for note in app._notifications)
+
+
+async def test_progress_redraws_only_while_the_running_row_is_on_screen(
+    start_server: StartServer,
+) -> None:
+    """The running job's row ticks while it is in sight, and costs nothing when scrolled away."""
+    server = await start_server(time_scale=1000)
+    jobs = [server.queue.submit("reverse", f"job {n}") for n in range(200)]  # far over a screen
+    running = jobs[0]
+    await until(lambda: running.status is JobStatus.RUNNING, what="the first job running")
+    assert running.started_at is not None
+    now = running.started_at + 1.0
+    async with Client(server.url) as client:
+        app = Dashboard(client, clock=lambda: now)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: table(app).row_count == len(jobs), "every row")
+            table(app).move_to(jobs[-1].id)
+            await pilot.pause()
+            assert not table(app).on_screen(running.id)
+            before = table(app).get_cell(running.id, "ran")
+            now += 5.0
+            app.tick()
+            assert table(app).get_cell(running.id, "ran") is before  # out of sight: untouched
+
+            table(app).move_to(running.id)
+            await settle(pilot, lambda: table(app).on_screen(running.id), "the running row shown")
+            app.tick()
+            assert str(table(app).get_cell(running.id, "ran")).strip() == "6.0s"
