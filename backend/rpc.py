@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import orjson
@@ -246,7 +246,7 @@ def _guarded(method: RpcMethod) -> RpcMethod:
             raise JsonRpcError(ErrorCode.INTERNAL_ERROR, "Internal error") from exc
 
     # jsonrpcserver binds every call's params to inspect.signature(method) to check them.
-    call.__signature__ = QuickSignature(inspect.signature(method))  # type: ignore[attr-defined]
+    call.__signature__ = QuickSignature.from_callable(method)  # type: ignore[attr-defined]
     return call
 
 
@@ -254,31 +254,43 @@ class QuickSignature(inspect.Signature):
     """A signature whose `bind` settles the usual calls without inspect's general walk.
 
     jsonrpcserver binds each request's params to the method's signature only to check that
-    they fit, and that general `bind` was the largest single cost of a call. For methods
-    whose parameters can all be given by position or by name (all of ours), a call with
+    they fit, and that general `bind` was the largest single cost of a call. When every
+    parameter can be given by position or by name (as in all our methods), a call with
     known names and every required one, or with a fitting number of values, is bound here;
     anything else goes to inspect, so every error and its message are inspect's own.
     """
 
     __slots__ = ("_known", "_names", "_required")
 
-    def __init__(self, signature: inspect.Signature) -> None:
-        params = list(signature.parameters.values())
-        if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in params):
-            raise TypeError(f"QuickSignature takes plain parameters only, not {signature}")
-        super().__init__(params, return_annotation=signature.return_annotation)
-        self._names = tuple(p.name for p in params)
-        self._known = frozenset(self._names)
+    def __init__(
+        self,
+        parameters: Sequence[inspect.Parameter] | None = None,
+        *,
+        return_annotation: Any = inspect.Signature.empty,
+        __validate_parameters__: bool = True,
+    ) -> None:
+        # The same arguments as inspect.Signature, which builds new ones with them (replace()).
+        super().__init__(
+            parameters,
+            return_annotation=return_annotation,
+            __validate_parameters__=__validate_parameters__,
+        )
+        params = self.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(p.name for p in params) if plain else None
+        self._known = frozenset(self._names or ())
         self._required = frozenset(p.name for p in params if p.default is p.empty)
 
     def bind(self, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
         """Bind as `inspect.Signature.bind` does: the same arguments, or the same error."""
-        if not kwargs and len(self._required) <= len(args) <= len(self._names):
-            # Required parameters come first, so enough values cover all of them.
-            return inspect.BoundArguments(self, dict(zip(self._names, args, strict=False)))
-        if not args and self._required <= kwargs.keys() <= self._known:
-            arguments = {name: kwargs[name] for name in self._names if name in kwargs}
-            return inspect.BoundArguments(self, arguments)
+        names = self._names
+        if names is not None:
+            if not kwargs and len(self._required) <= len(args) <= len(names):
+                # Required parameters come first, so enough values cover all of them.
+                return inspect.BoundArguments(self, dict(zip(names, args, strict=False)))
+            if not args and self._required <= kwargs.keys() <= self._known:
+                arguments = {name: kwargs[name] for name in names if name in kwargs}
+                return inspect.BoundArguments(self, arguments)
         return super().bind(*args, **kwargs)
 
 
