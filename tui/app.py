@@ -228,6 +228,7 @@ class Dashboard(App[None]):
         self.search = Search.NONE
         self._searched = 0  # older jobs the current search has read
         self._older: set[str] = set()  # ids of the older jobs the search added (not in the feed)
+        self._progress_stale = False  # a tick passed while the running row was out of sight
         # Kept, not queried: the feed may still deliver while the app shuts its screen down.
         self._table = JobTable(id="jobs", cursor_type="row", zebra_stripes=True)
         self._status_bar = Static(id="status-bar")
@@ -252,6 +253,7 @@ class Dashboard(App[None]):
         self._table.focus()
         self.refresh_status()
         self.set_interval(TICK, self.tick)
+        self.watch(self._table, "scroll_y", self._scrolled, init=False)
         if self.connect:
             self.follow_server()
 
@@ -412,11 +414,18 @@ class Dashboard(App[None]):
             return
         table = self._table
         if not table.on_screen(running.id):
-            return  # any cell update redraws the whole table: none while the row is out of sight
+            self._progress_stale = True  # any cell update redraws the table: none out of sight
+            return
         now = self.clock()
         with self.batch_update():
             table.update_cell(running.id, "status", model.status_cell(running, self.jobs, now))
             table.update_cell(running.id, "ran", model.duration_cell(running.ran(now)))
+        self._progress_stale = False
+
+    def _scrolled(self) -> None:
+        """Bring the running job's progress up to date as soon as its row comes into sight."""
+        if self._progress_stale:
+            self.tick()
 
     # -- the filter's search of the server's older jobs ------------------------------
 
