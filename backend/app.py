@@ -13,9 +13,10 @@ from aiohttp.typedefs import Middleware
 
 from backend import ws
 from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode, bearer
-from backend.queue import JobQueue
 from backend.rpc import Api, dumps
 from backend.settings import Settings
+from backend.store import Limits, MemoryStore, Store
+from backend.worker import Worker
 from backend.ws import same_secret
 
 logger = logging.getLogger("taskrpc.app")
@@ -23,7 +24,7 @@ logger = logging.getLogger("taskrpc.app")
 SHUTDOWN_GRACE = 1.0  # seconds in-flight requests get to finish once the server stops
 
 SETTINGS = web.AppKey("settings", Settings)
-QUEUE = web.AppKey("queue", JobQueue)
+STORE = web.AppKey("store", Store)
 API = web.AppKey("api", Api)
 WORKER = web.AppKey("worker", asyncio.Task[None])
 
@@ -34,22 +35,15 @@ def create_app(settings: Settings) -> web.Application:
     """Build the server for `settings`; the worker starts and stops with the app."""
     middlewares = [_token_check(settings.token)] if settings.token is not None else []
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
-    queue = JobQueue(
-        time_scale=settings.time_scale,
-        max_text_chars=settings.max_text_chars,
-        max_result_chars=settings.max_result_chars,
-        max_queued=settings.max_queued,
-        max_finished=settings.max_finished,
-        max_kept_chars=settings.max_kept_chars,
-    )
+    store = MemoryStore(limits(settings))
     app[SETTINGS] = settings
-    app[QUEUE] = queue
-    app[API] = Api(queue, max_wait=settings.max_wait, max_batch=settings.max_batch)
+    app[STORE] = store
+    app[API] = Api(store, max_wait=settings.max_wait, max_batch=settings.max_batch)
     app.router.add_post(RPC_PATH, rpc)
     app.router.add_get(HEALTH_PATH, health)
     app.cleanup_ctx.append(_worker)
     app.on_shutdown.append(_wake_waiters)
-    ws.setup(app, queue, app[API], settings.token, settings.max_body_bytes)
+    ws.setup(app, store, app[API], settings.token, settings.max_body_bytes)
     return app
 
 
@@ -93,14 +87,14 @@ async def rpc(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """GET /healthz: is the server up, how long is the queue, is a job running."""
-    queue = request.app[QUEUE]
-    running = queue.running
+    store = request.app[STORE]
+    running = store.running
     if request.app[WORKER].done():
         return web.json_response({"status": "error", "worker": "stopped"}, status=503)
     return web.json_response(
         {
             "status": "ok",
-            "queued": queue.queued,
+            "queued": store.queued,
             "running": running is not None,
             "running_id": running.id if running is not None else None,
         }
@@ -143,22 +137,37 @@ def _token_check(token: str) -> Middleware:
     return check
 
 
+def limits(settings: Settings) -> Limits:
+    """The part of the settings the store obeys."""
+    return Limits(
+        time_scale=settings.time_scale,
+        max_text_chars=settings.max_text_chars,
+        max_result_chars=settings.max_result_chars,
+        max_queued=settings.max_queued,
+        max_finished=settings.max_finished,
+        max_kept_chars=settings.max_kept_chars,
+    )
+
+
 async def _worker(app: web.Application) -> AsyncIterator[None]:
-    """Run the one worker for as long as the app runs."""
-    task = asyncio.create_task(app[QUEUE].run(), name="taskrpc-worker")
+    """Open the store and run the one worker for as long as the app runs."""
+    store = app[STORE]
+    await store.open()
+    task = asyncio.create_task(Worker(store).run(), name="taskrpc-worker")
     task.add_done_callback(_report_crash)
     app[WORKER] = task
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await store.shutdown()
     current = asyncio.current_task()
     if current is not None and current.cancelling():
         raise asyncio.CancelledError  # we are being cancelled ourselves: do not swallow it
 
 
 async def _wake_waiters(app: web.Application) -> None:
-    app[QUEUE].close()
+    app[STORE].close()
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -35,8 +35,8 @@ from backend.protocol import (
     Method,
     RpcError,
 )
-from backend.queue import Job, JobQueue
 from backend.settings import DEFAULTS
+from backend.store import Job, Store
 
 logger = logging.getLogger("taskrpc.rpc")
 
@@ -52,16 +52,16 @@ _STATUSES = [status.value for status in JobStatus]
 
 
 class Api:
-    """The methods a client can call, bound to one queue."""
+    """The methods a client can call, bound to one store."""
 
     def __init__(
         self,
-        queue: JobQueue,
+        store: Store,
         *,
         max_wait: float = DEFAULTS.max_wait,
         max_batch: int = DEFAULTS.max_batch,
     ) -> None:
-        self.queue = queue
+        self.store = store
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.methods: dict[str, RpcMethod] = {
@@ -79,15 +79,15 @@ class Api:
 
     async def submit(self, type: object, data: object) -> Result:
         """Queue a job; returns the job object with its id."""
-        return Success(self.queue.describe(self.queue.submit(type, data)))
+        return Success(self.store.describe(await self.store.submit(type, data)))
 
     async def status(self, id: object) -> Result:
         """The job object: status, position, times and estimate."""
-        return Success(self.queue.describe(self.queue.get(id)))
+        return Success(self.store.describe(self.store.get(id)))
 
     async def result(self, id: object) -> Result:
         """The result of a done job; any number of times."""
-        return Success({"id": id, "result": self.queue.result(id)})
+        return Success({"id": id, "result": self.store.result(id)})
 
     async def wait(
         self,
@@ -101,16 +101,16 @@ class Api:
         Given the `status` (and `position`) the caller last saw, it returns as soon as
         either differs instead, so live status needs no polling.
         """
-        job = self.queue.get(id)
+        job = self.store.get(id)
         seconds = min(_number("timeout", timeout), self.max_wait)  # longer waits are cut short
         seen_status = None if status is None else _status(status)
         seen_position = None if position is None else _whole("position", position, low=0)
-        await self.queue.wait(job, seconds, seen_status, seen_position)
-        return Success(self.queue.describe(job))
+        await self.store.wait(job, seconds, seen_status, seen_position)
+        return Success(self.store.describe(job))
 
     async def cancel(self, id: object) -> Result:
         """Cancel a queued or running job; returns the job object, now cancelled."""
-        return Success(self.queue.describe(self.queue.cancel(id)))
+        return Success(self.store.describe(await self.store.cancel(id)))
 
     async def list_jobs(
         self, status: object = None, limit: object = DEFAULT_LIMIT, cursor: object = None
@@ -120,15 +120,15 @@ class Api:
         count = _whole("limit", limit, low=1, high=LIST_LIMIT)
         before = None if cursor is None else _cursor(cursor)
         page: list[Job] = []
-        for job in self.queue.newest(wanted, before):
+        for job in self.store.newest(wanted, before):
             if len(page) == count:
                 break
             page.append(job)
-        more = len(page) == count and any(True for _ in self.queue.newest(wanted, page[-1].seq))
+        more = len(page) == count and any(True for _ in self.store.newest(wanted, page[-1].seq))
         return Success(
             {
-                "jobs": [self.queue.summarize(job) for job in page],
-                "counts": self.queue.counts(),
+                "jobs": [self.store.summarize(job) for job in page],
+                "counts": self.store.counts(),
                 "next_cursor": str(page[-1].seq) if more else None,
             }
         )

@@ -12,8 +12,10 @@ from typing import Any
 
 from backend import __version__
 from backend.protocol import DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX
+from backend.store import Limits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_LIMITS = Limits()  # the store's own defaults, so that they are written once
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,8 @@ class Settings:
         default=DEFAULT_PORT, metadata={"help": "port to listen on; 0 picks a free one"}
     )
     time_scale: float = field(
-        default=1.0, metadata={"help": "multiplies every job's delay; 0 means no delay"}
+        default=_LIMITS.time_scale,
+        metadata={"help": "multiplies every job's delay; 0 means no delay"},
     )
     token: str | None = field(
         default=None, metadata={"help": "require 'Authorization: Bearer TOKEN' on every request"}
@@ -38,17 +41,21 @@ class Settings:
     )
     max_batch: int = field(default=1000, metadata={"help": "most requests in one batch"})
     max_text_chars: int = field(
-        default=10_000, metadata={"help": "longest job text, in characters (code points)"}
+        default=_LIMITS.max_text_chars,
+        metadata={"help": "longest job text, in characters (code points)"},
     )
     max_result_chars: int = field(
-        default=1_000_000, metadata={"help": "longest job result; checked at submit"}
+        default=_LIMITS.max_result_chars, metadata={"help": "longest job result; checked at submit"}
     )
-    max_queued: int = field(default=100_000, metadata={"help": "most jobs waiting at once"})
+    max_queued: int = field(
+        default=_LIMITS.max_queued, metadata={"help": "most jobs waiting at once"}
+    )
     max_finished: int = field(
-        default=10_000, metadata={"help": "finished jobs kept; the oldest is forgotten first"}
+        default=_LIMITS.max_finished,
+        metadata={"help": "finished jobs kept; the oldest is forgotten first"},
     )
     max_kept_chars: int = field(
-        default=100_000_000,
+        default=_LIMITS.max_kept_chars,
         metadata={"help": "characters of finished results kept in all; the oldest go first"},
     )
     max_wait: float = field(

@@ -35,8 +35,8 @@ from backend.protocol import (
     Unauthorized,
     bearer,
 )
-from backend.queue import Job, JobQueue
 from backend.rpc import Api, dumps
+from backend.store import Job, Store
 
 logger = logging.getLogger("taskrpc.ws")
 _LOCAL = frozenset(SocketMethod)
@@ -55,7 +55,7 @@ class Hub:
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: Store,
         api: Api,
         token: str | None,
         *,
@@ -311,9 +311,7 @@ class Connection:
 HUB = web.AppKey("ws_hub", Hub)
 
 
-def setup(
-    app: web.Application, queue: JobQueue, api: Api, token: str | None, max_message: int
-) -> Hub:
+def setup(app: web.Application, queue: Store, api: Api, token: str | None, max_message: int) -> Hub:
     """Serve GET /ws on `app` and close its sockets on shutdown."""
     hub = Hub(queue, api, token, max_message=max_message)
     app[HUB] = hub

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from backend.app import QUEUE, start
+from backend.app import STORE, start
 from backend.protocol import Changes, JobStatus
 from backend.settings import Settings
 from bench.common import Row, log
@@ -49,9 +49,10 @@ async def measure() -> dict[str, float]:
     """Seconds for each phase, and the longest apply_changes."""
     settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2)
     runner, url = await start(settings)
-    queue = runner.app[QUEUE]
+    store = runner.app[STORE]
     jobs = [
-        queue.submit(("reverse", "swap", "repeat")[n % 3], f"job number {n}") for n in range(JOBS)
+        await store.submit(("reverse", "swap", "repeat")[n % 3], f"job number {n}")
+        for n in range(JOBS)
     ]
     figures: dict[str, float] = {}
     try:
@@ -77,7 +78,7 @@ async def measure() -> dict[str, float]:
                 targets = jobs[-BURST:]  # queued jobs: cancel them all at once
                 began = time.perf_counter()
                 for job in targets:
-                    queue.cancel(job.id)
+                    await store.cancel(job.id)
                 await _until(
                     lambda: all(
                         dashboard.jobs.by_id[j.id].status is JobStatus.CANCELLED for j in targets
@@ -88,13 +89,13 @@ async def measure() -> dict[str, float]:
 
                 began = time.perf_counter()
                 for n in range(BURST):
-                    queue.submit("swap", f"burst {n}")
+                    await store.submit("swap", f"burst {n}")
                 await _until(lambda: table.row_count == JOBS + BURST)
                 await pilot.pause()
                 figures["burst_add"] = time.perf_counter() - began
                 figures["longest_apply"] = longest
 
-                running = queue.running
+                running = store.running
                 assert running is not None
                 for place, job_id in (("out_of_sight", jobs[-1].id), ("on_screen", running.id)):
                     table.move_to(job_id)

@@ -10,7 +10,8 @@ import time
 from datetime import datetime
 
 from backend.protocol import JobStatus
-from backend.queue import Job, JobQueue
+from backend.store import Job, Limits, MemoryStore
+from backend.worker import Worker
 from bench.common import Row, Rpc, Server, log, median, percentile
 
 GAP_JOBS = 1000
@@ -20,7 +21,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as taskrpc-ser
 
 async def _gaps(jobs: int) -> list[float]:
     """Seconds from each job's `done` to the next one's `running`, as the worker's listener sees."""
-    queue = JobQueue(time_scale=0.0, max_queued=jobs)
+    store = MemoryStore(Limits(time_scale=0.0, max_queued=jobs))
     seen: list[tuple[JobStatus, float]] = []
     all_done = asyncio.Event()
 
@@ -31,9 +32,9 @@ async def _gaps(jobs: int) -> list[float]:
                 all_done.set()
 
     for _ in range(jobs):
-        queue.submit("reverse", "hello world")
-    queue.subscribe(listener)
-    worker = asyncio.create_task(queue.run())
+        await store.submit("reverse", "hello world")
+    store.subscribe(listener)
+    worker = asyncio.create_task(Worker(store).run())
     async with asyncio.timeout(60):
         await all_done.wait()
     worker.cancel()
@@ -98,7 +99,7 @@ def rows() -> list[Row]:
             gap_ms < 0.2,
             f"p99 {percentile(info, 0.99):.3f} ms at log level info (the default); "
             f"median {median(quiet):.3f} ms, p99 {percentile(quiet, 0.99):.3f} ms at warning; "
-            "JobQueue in-process, timed by a listener",
+            "MemoryStore + Worker in-process, timed by a listener",
         ),
         Row(
             f"real-scale total vs sum of delays, {REAL_JOBS} reverse jobs",

@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 
 from backend import app as server_app
-from backend.app import QUEUE
-from backend.queue import JobQueue
+from backend.app import STORE
 from backend.settings import Settings
+from backend.store import MemoryStore
 from cli.client import Client
 
 FAST = 0.01  # time scale for most tests: reverse 20 ms, swap 50 ms, repeat 70 ms
@@ -38,8 +38,11 @@ class Server:
     app: web.Application
 
     @property
-    def queue(self) -> JobQueue:
-        return self.app[QUEUE]
+    def store(self) -> MemoryStore:
+        """The server's store; both single-server stores are a MemoryStore."""
+        store = self.app[STORE]
+        assert isinstance(store, MemoryStore)
+        return store
 
     async def post(
         self, body: bytes | str | Any, headers: dict[str, str] | None = None

@@ -60,7 +60,7 @@ async def close(writer: asyncio.StreamWriter) -> None:
 async def settled_task_count(server: Server) -> int:
     """The number of tasks once the server is idle (after one full request, to warm it up)."""
     assert (await server.call("types"))["result"]
-    await until(lambda: server.queue.running is None, what="the worker to go idle")
+    await until(lambda: server.store.running is None, what="the worker to go idle")
     return len(asyncio.all_tasks())
 
 
@@ -93,9 +93,11 @@ async def test_client_vanishing_mid_wait_leaves_the_job_alone(start_server: Star
 async def test_1000_dropped_long_polls_leave_no_tasks(start_server: StartServer) -> None:
     """1 000 clients blocked in `wait` that drop at once leave the task count at its baseline."""
     server = await start_server(time_scale=100.0)
-    server.queue.submit("repeat", "x")  # runs 700 s; submitted directly: no connection lingers
-    queued = server.queue.submit("reverse", "y")
-    await until(lambda: server.queue.running is not None, what="the first job to start")
+    await server.store.submit(
+        "repeat", "x"
+    )  # runs 700 s; submitted directly: no connection lingers
+    queued = await server.store.submit("reverse", "y")
+    await until(lambda: server.store.running is not None, what="the first job to start")
     baseline = len(asyncio.all_tasks())
     body = request("wait", {"id": queued.id, "timeout": 60})
     connections: list[Raw] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.protocol import JobStatus
-from backend.queue import Job
+from backend.store import Job
 from cli.client import Client
 from tests.conftest import Server, StartServer, until
 
@@ -56,7 +56,7 @@ async def test_5000_submits_from_100_clients_run_once_in_order(start_server: Sta
     """5 000 concurrent submits: unique ids, none fail, each runs once, FIFO, right result."""
     server = await start_server(time_scale=0, max_finished=KEPT)
     recorder = Recorder()
-    unsubscribe = server.queue.subscribe(recorder)
+    unsubscribe = server.store.subscribe(recorder)
     submitted: dict[str, tuple[str, str]] = {}  # id -> (type, text)
     per_client: list[list[str]] = []
 
@@ -92,10 +92,10 @@ async def test_5000_submits_from_100_clients_run_once_in_order(start_server: Sta
     async with Client(server.url) as client:
         for job_id in kept[-50:]:
             assert await client.result(job_id) == expected(*submitted[job_id])
-    assert list(server.queue._jobs) == kept, "finished jobs beyond max_finished were not evicted"
-    assert not server.queue._pending
-    assert not any(server.queue._holes.values())
-    assert server.queue.counts() == {**dict.fromkeys(map(str, JobStatus), 0), "done": KEPT}
+    assert list(server.store._jobs) == kept, "finished jobs beyond max_finished were not evicted"
+    assert not server.store._pending
+    assert not any(server.store._holes.values())
+    assert server.store.counts() == {**dict.fromkeys(map(str, JobStatus), 0), "done": KEPT}
 
 
 async def _submit_batches(server: Server, jobs: int) -> None:
@@ -114,7 +114,7 @@ async def _submit_batches(server: Server, jobs: int) -> None:
         assert status == 200
         assert all("result" in response for response in answer)
     await until(
-        lambda: server.queue.queued == 0 and server.queue.running is None,
+        lambda: server.store.queued == 0 and server.store.running is None,
         timeout=20,
         what="the queue to drain",
     )
@@ -143,6 +143,6 @@ async def test_memory_returns_to_its_bound_once_finished_jobs_are_evicted(
         after = _backend_bytes()
     finally:
         tracemalloc.stop()
-    assert len(server.queue._jobs) == bound
+    assert len(server.store._jobs) == bound
     # Kept, 1 200 more jobs hold about 640 KiB; dict slack after churn is about 25 KiB.
     assert after - at_bound < 128 * 1024, (at_bound, after)

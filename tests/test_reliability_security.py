@@ -35,7 +35,7 @@ async def guarded(start_server: StartServer) -> tuple[Server, str]:
     """A server with a token, holding one finished job whose text is SECRET; and its id."""
     server = await start_server(token=TOKEN)
     job = (await server.call("submit", {"type": "reverse", "data": SECRET}, **GOOD))["result"]
-    await until(lambda: server.queue.running is None and server.queue.queued == 0)
+    await until(lambda: server.store.running is None and server.store.queued == 0)
     return server, job["id"]
 
 
@@ -66,8 +66,8 @@ def assert_refused(status: int, answer: Any, server: Server, job_id: str, jobs_b
     assert SECRET not in text
     assert SECRET[::-1] not in text
     assert job_id not in text
-    assert len(server.queue._jobs) == jobs_before
-    assert server.queue.get(job_id).status is JobStatus.DONE  # not cancelled
+    assert len(server.store._jobs) == jobs_before
+    assert server.store.get(job_id).status is JobStatus.DONE  # not cancelled
 
 
 @pytest.mark.parametrize("method", list(Method))
@@ -126,7 +126,7 @@ async def test_no_endpoint_answers_without_the_token(
 ) -> None:
     """Every path and verb is refused with 401 and a challenge, revealing no job."""
     server, job_id = guarded
-    server.queue.submit("repeat", SECRET)  # something running or queued, for /healthz to tell
+    await server.store.submit("repeat", SECRET)  # something running or queued, for /healthz to tell
     async with (
         aiohttp.ClientSession() as session,
         session.request(verb, server.url + path) as reply,
@@ -136,7 +136,7 @@ async def test_no_endpoint_answers_without_the_token(
         assert reply.headers["WWW-Authenticate"].startswith("Bearer")
     assert SECRET not in body
     assert job_id not in body
-    assert all(job not in body for job in server.queue._jobs)
+    assert all(job not in body for job in server.store._jobs)
 
 
 async def test_health_answers_with_the_token(guarded: tuple[Server, str]) -> None:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from backend.protocol import JobObject
-from backend.queue import iso
+from backend.store import iso
 from cli.live import LiveStatus
 from cli.render import status_line, time_left
 from tests.conftest import until

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from backend.app import WORKER
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import ErrorCode, JobStatus
-from backend.queue import JobQueue
 from backend.rpc import Api, QuickSignature
+from backend.store import MemoryStore
 from tests.conftest import Server, StartServer, until
 
 
@@ -43,7 +43,7 @@ async def test_named_params(server: Server) -> None:
     response = await server.call("submit", {"data": "кот", "type": "swap"})
     assert response["result"]["type"] == "swap"
     job_id = response["result"]["id"]
-    await until(lambda: server.queue.get(job_id).status is JobStatus.DONE)
+    await until(lambda: server.store.get(job_id).status is JobStatus.DONE)
     assert (await server.call("result", {"id": job_id}))["result"] == {
         "id": job_id,
         "result": "окт",
@@ -55,9 +55,9 @@ async def test_notification_gets_no_response_but_runs(server: Server) -> None:
     status, body = await server.post({"jsonrpc": "2.0", "method": "submit", "params": [1, "ab"]})
     assert (status, body) == (204, None)
     assert (
-        server.queue.counts()["queued"]
-        + server.queue.counts()["running"]
-        + server.queue.counts()["done"]
+        server.store.counts()["queued"]
+        + server.store.counts()["running"]
+        + server.store.counts()["done"]
         == 1
     )
 
@@ -128,7 +128,7 @@ async def test_mixed_batch(server: Server) -> None:
     assert body[0]["result"]["type"] == "reverse"
     assert [t["name"] for t in body[1]["result"]] == [t.name for t in JOB_TYPES]
     assert [error_code(item) for item in body[2:]] == [-32600, -32601, -32001]
-    assert len(server.queue._jobs) == 2  # the notification ran too
+    assert len(server.store._jobs) == 2  # the notification ran too
 
 
 async def test_batch_of_notifications(server: Server) -> None:
@@ -249,7 +249,7 @@ async def test_result_not_ready(start_server: StartServer) -> None:
     server = await start_server(time_scale=1.0)
     first = (await server.call("submit", [3, "x"]))["result"]["id"]
     second = (await server.call("submit", [3, "x"]))["result"]["id"]
-    await until(lambda: server.queue.get(first).status is JobStatus.RUNNING)
+    await until(lambda: server.store.get(first).status is JobStatus.RUNNING)
     running, queued = await server.call("result", [first]), await server.call("result", [second])
     assert (error_code(running), error_code(queued)) == (-32002, -32002)
     assert running["error"]["data"]["status"] == "running"
@@ -263,17 +263,17 @@ async def test_job_failed(server: Server, monkeypatch: pytest.MonkeyPatch) -> No
         raise ValueError("no can do")
 
     broken = JobType(9, "broken", "always fails", 0.0, explode, len)
-    monkeypatch.setattr("backend.queue.lookup", lambda key: broken)
+    monkeypatch.setattr("backend.store.lookup", lambda key: broken)
     job_id = (await server.call("submit", [1, "x"]))["result"]["id"]
-    await until(lambda: server.queue.get(job_id).status is JobStatus.FAILED)
+    await until(lambda: server.store.get(job_id).status is JobStatus.FAILED)
     response = await server.call("result", [job_id])
     assert error_code(response) == -32003
     assert response["error"]["data"] == {"error": "ValueError: no can do"}
 
 
-async def test_job_cancelled(server: Server) -> None:
+async def test_job_cancelled(start_server: StartServer) -> None:
     """-32004 for the result of a cancelled job."""
-    server.queue.time_scale = 100.0
+    server = await start_server(time_scale=100.0)
     job_id = (await server.call("submit", [1, "x"]))["result"]["id"]
     assert (await server.call("cancel", [job_id]))["result"]["status"] == "cancelled"
     assert error_code(await server.call("result", [job_id])) == -32004
@@ -283,7 +283,7 @@ async def test_queue_full(start_server: StartServer) -> None:
     """-32005 once max_queued jobs wait; the message says so."""
     server = await start_server(time_scale=1.0, max_queued=1)
     await server.call("submit", [3, "x"])
-    await until(lambda: server.queue.running is not None)
+    await until(lambda: server.store.running is not None)
     assert "result" in await server.call("submit", [3, "x"])
     response = await server.call("submit", [3, "x"])
     assert error_code(response) == -32005
@@ -293,7 +293,7 @@ async def test_queue_full(start_server: StartServer) -> None:
 async def test_already_finished(server: Server) -> None:
     """-32006 when cancelling a finished job."""
     job_id = (await server.call("submit", [1, "x"]))["result"]["id"]
-    await until(lambda: server.queue.get(job_id).status is JobStatus.DONE)
+    await until(lambda: server.store.get(job_id).status is JobStatus.DONE)
     response = await server.call("cancel", [job_id])
     assert error_code(response) == -32006
     assert response["error"]["data"] == {"status": "done"}
@@ -307,7 +307,7 @@ async def test_internal_error_hides_details(
     def broken(job_id: object) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(server.queue, "get", broken)
+    monkeypatch.setattr(server.store, "get", broken)
     status, body = await server.post(
         {"jsonrpc": "2.0", "method": "status", "params": ["x"], "id": 7}
     )
@@ -417,7 +417,7 @@ async def test_batch_limit(start_server: StartServer) -> None:
     _, body = await server.post([notification] * 4)
     assert error_code(body) == -32600
     assert body["error"]["data"] == "the batch has 4 requests; the limit is 3"
-    assert server.queue.counts()["queued"] == 0
+    assert server.store.counts()["queued"] == 0
     status, _ = await server.post([notification] * 3)
     assert status == 204
 
@@ -461,7 +461,7 @@ def _not_plain(id: object, *more: object, timeout: object = 1, **options: object
 
 
 @pytest.mark.parametrize(
-    "method", [*Api(JobQueue()).methods.values(), _not_plain], ids=lambda m: m.__name__
+    "method", [*Api(MemoryStore()).methods.values(), _not_plain], ids=lambda m: m.__name__
 )
 @given(
     args=st.lists(st.integers(), max_size=5),

@@ -37,7 +37,7 @@ async def test_missing_or_wrong_token_is_refused(
     assert status == 401
     assert body["error"]["code"] == -32007
     assert "token" in body["error"]["message"]
-    assert server.queue.counts() == dict.fromkeys(server.queue.counts(), 0)
+    assert server.store.counts() == dict.fromkeys(server.store.counts(), 0)
 
 
 async def test_batch_without_token_is_refused(start_server: StartServer) -> None:
@@ -46,7 +46,7 @@ async def test_batch_without_token_is_refused(start_server: StartServer) -> None
     batch = [request("submit", [1, "a"]), request("submit", [2, "b"])]
     status, _ = await server.post(batch)
     assert status == 401
-    assert server.queue.queued == 0
+    assert server.store.queued == 0
 
 
 async def test_right_token_is_accepted(start_server: StartServer) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import JobStatus
-from backend.queue import OFFLOAD_ABOVE
+from backend.worker import OFFLOAD_ABOVE
 from cli.client import Client
 from cli.render import seconds
 from tests.conftest import StartServer, until
@@ -39,7 +39,7 @@ async def test_real_delay(start_server: StartServer, job_type: JobType) -> None:
 async def test_clients_never_wait_on_the_running_job(start_server: StartServer) -> None:
     """While a 2 s job runs, 500 status calls from 50 concurrent clients are all answered."""
     server = await start_server(time_scale=1.0)
-    job = server.queue.submit("reverse", "x" * 5000)
+    job = await server.store.submit("reverse", "x" * 5000)
     await until(lambda: job.status is JobStatus.RUNNING)
     began = time.monotonic()
 
@@ -70,9 +70,9 @@ async def test_a_heavy_transform_runs_off_the_loop(
         return text[::-1]
 
     slow = JobType(1, "reverse", "slow", 0.0, heavy, len)
-    monkeypatch.setattr("backend.queue.lookup", lambda key: slow)
+    monkeypatch.setattr("backend.store.lookup", lambda key: slow)
     server = await start_server(time_scale=0.0)
-    job = server.queue.submit(1, "x" * (OFFLOAD_ABOVE + 1))
+    job = await server.store.submit(1, "x" * (OFFLOAD_ABOVE + 1))
     await until(lambda: job.status is JobStatus.RUNNING)
     latencies = []
     for _ in range(20):

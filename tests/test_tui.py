@@ -10,7 +10,7 @@ from aiohttp import web
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from backend.app import QUEUE, start
+from backend.app import STORE, start
 from backend.protocol import JobStatus, JobSummary
 from backend.settings import Settings
 from cli.client import Client, Unreachable
@@ -49,7 +49,7 @@ async def test_submit_watch_and_read_the_result(server: Server, client: Client) 
         await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), "the submit modal")
         await pilot.press(*"пример", "enter")
         await settle(pilot, lambda: table(app).row_count == 1, "the new row")
-        (job,) = server.queue.newest()
+        (job,) = server.store.newest()
         assert table(app).cursor_key == job.id
         await settle(pilot, lambda: app.jobs.by_id[job.id].status is JobStatus.DONE, "done")
         assert str(table(app).get_cell(job.id, "status")) == "done"
@@ -77,20 +77,23 @@ async def test_the_servers_validation_message_shows_in_the_modal(
         await settle(pilot, lambda: app.link is Link.CONNECTED, "connected")
         await pilot.press("n")
         await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), "the submit modal")
-        app.screen.query_one("#text", Input).value = "x" * (server.queue.max_text_chars + 1)
+        app.screen.query_one("#text", Input).value = "x" * (server.store.limits.max_text_chars + 1)
         await pilot.press("enter")
         error = app.screen.query_one("#error", Static)
         await settle(pilot, lambda: "the limit is" in str(error.render()), "the server's message")
         assert isinstance(app.screen, SubmitScreen)
-        assert len(app.screen.query_one("#text", Input).value) == server.queue.max_text_chars + 1
-        assert server.queue.queued == 0
+        assert (
+            len(app.screen.query_one("#text", Input).value)
+            == server.store.limits.max_text_chars + 1
+        )
+        assert server.store.queued == 0
 
 
 async def test_cancel_asks_first(start_server: StartServer) -> None:
     """`x` asks for confirmation; `n` keeps the job, `y` cancels it."""
     server = await start_server(time_scale=1000)
-    running = server.queue.submit("reverse", "busy")
-    waiting = server.queue.submit("swap", "waiting")
+    running = await server.store.submit("reverse", "busy")
+    waiting = await server.store.submit("swap", "waiting")
     async with Client(server.url) as client:
         app = Dashboard(client)
         async with app.run_test(size=SIZE) as pilot:
@@ -104,7 +107,7 @@ async def test_cancel_asks_first(start_server: StartServer) -> None:
             await pilot.press("x")
             await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("y")
-            await settle(pilot, lambda: server.queue.get(waiting.id).status.finished, "cancelled")
+            await settle(pilot, lambda: server.store.get(waiting.id).status.finished, "cancelled")
             await settle(
                 pilot, lambda: str(table(app).get_cell(waiting.id, "status")) == "cancelled", "row"
             )
@@ -115,7 +118,9 @@ async def test_filter_and_sort_keep_the_cursor_on_its_job(start_server: StartSer
     """Filtering, sorting and reversing move rows, never the cursor off its job; escape clears."""
     server = await start_server(time_scale=1000)
     jobs = [
-        server.queue.submit(kind, f"{kind} {n}") for n in range(5) for kind in ("reverse", "swap")
+        await server.store.submit(kind, f"{kind} {n}")
+        for n in range(5)
+        for kind in ("reverse", "swap")
     ]
     target = jobs[3]  # a swap job
     async with Client(server.url) as client:
@@ -142,10 +147,10 @@ async def test_rows_of_jobs_the_server_forgets_go(start_server: StartServer) -> 
         app = Dashboard(client)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: app.link is Link.CONNECTED, "connected")
-            first = server.queue.submit("swap", "first")
+            first = await server.store.submit("swap", "first")
             await settle(pilot, lambda: first.id in app.jobs.by_id, "first shown")
             await settle(pilot, lambda: app.jobs.by_id[first.id].status.finished, "first done")
-            second = server.queue.submit("swap", "second")
+            second = await server.store.submit("swap", "second")
             await settle(pilot, lambda: first.id not in table(app).rows, "the first row gone")
             await settle(pilot, lambda: second.id in table(app).rows, "the second row")
             assert list(app.jobs.by_id) == [second.id]
@@ -173,9 +178,9 @@ async def test_the_filter_finds_old_jobs_beyond_the_snapshot(start_server: Start
     """With only the newest 5 jobs held, a filter asks the server for the older ones; escape
     drops them again."""
     server = await start_server(time_scale=1000)
-    server.queue.submit("reverse", "busy")  # runs for a long time: the others stay queued
-    needle = server.queue.submit("swap", "needle in the hay")
-    hay = [server.queue.submit("reverse", f"hay {n}") for n in range(20)]
+    await server.store.submit("reverse", "busy")  # runs for a long time: the others stay queued
+    needle = await server.store.submit("swap", "needle in the hay")
+    hay = [await server.store.submit("reverse", f"hay {n}") for n in range(20)]
     async with Recorder(server.url) as client:
         app = Dashboard(client, max_rows=5)
         async with app.run_test(size=SIZE) as pilot:
@@ -205,9 +210,9 @@ async def test_the_search_passes_the_status_and_is_bounded(
     monkeypatch.setattr(tui_app, "SEARCH_PAGE", 3)
     monkeypatch.setattr(tui_app, "SEARCH_OLDER", 4)
     server = await start_server(time_scale=1000)
-    server.queue.submit("reverse", "busy")
-    oldest = server.queue.submit("swap", "hay oldest")
-    hay = [server.queue.submit("reverse", f"hay {n}") for n in range(20)]
+    await server.store.submit("reverse", "busy")
+    oldest = await server.store.submit("swap", "hay oldest")
+    hay = [await server.store.submit("reverse", f"hay {n}") for n in range(20)]
     async with Recorder(server.url) as client:
         app = Dashboard(client, max_rows=5)
         async with app.run_test(size=SIZE) as pilot:
@@ -231,7 +236,7 @@ async def test_a_failed_search_is_a_notification(start_server: StartServer) -> N
     """The server's older jobs cannot be read: a notification, the title says so, rows stay."""
     server = await start_server(time_scale=1000)
     for n in range(8):
-        server.queue.submit("reverse", f"hay {n}")
+        await server.store.submit("reverse", f"hay {n}")
     async with Recorder(server.url, fail=True) as client:
         app = Dashboard(client, max_rows=5)
         async with app.run_test(size=SIZE) as pilot:
@@ -246,7 +251,7 @@ async def test_a_failed_search_is_a_notification(start_server: StartServer) -> N
 async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None:
     """Stop the server: rows stay, marked stale, reconnecting; a new server: its jobs only."""
     first, url = await _serve(0)
-    old = first.app[QUEUE].submit("reverse", "old server")
+    old = await first.app[STORE].submit("reverse", "old server")
     port = int(url.rsplit(":", 1)[1])
     try:
         async with Client(url) as client:
@@ -259,7 +264,7 @@ async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None
                 assert table(app).has_class("-stale")
                 second, _ = await _serve(port)
                 try:
-                    new = second.app[QUEUE].submit("swap", "new server")
+                    new = await second.app[STORE].submit("swap", "new server")
                     await settle(pilot, lambda: app.link is Link.CONNECTED, "connected again")
                     await settle(pilot, lambda: new.id in table(app).rows, "the new job")
                     assert old.id not in table(app).rows
@@ -314,7 +319,9 @@ async def test_progress_redraws_only_while_the_running_row_is_on_screen(
     """The running job's row ticks while it is in sight, and costs nothing when scrolled away."""
     monkeypatch.setattr(tui_app, "TICK", 3600.0)  # the test calls tick() itself
     server = await start_server(time_scale=1000)
-    jobs = [server.queue.submit("reverse", f"job {n}") for n in range(200)]  # far over a screen
+    jobs = [
+        await server.store.submit("reverse", f"job {n}") for n in range(200)
+    ]  # far over a screen
     running = jobs[0]
     await until(lambda: running.status is JobStatus.RUNNING, what="the first job running")
     assert running.started_at is not None

@@ -55,7 +55,7 @@ async def test_socket_answers_the_same_methods_as_http(server: Server) -> None:
 
 async def test_subscribe_gives_a_snapshot_then_changes_in_order(server: Server) -> None:
     """The snapshot holds the existing jobs; each job's changes then arrive in order, seq by seq."""
-    first = server.queue.submit("reverse", "old")
+    first = await server.store.submit("reverse", "old")
     async with Client(server.url) as client, client.subscribe(limit=10) as feed:
         assert feed.snapshot is not None
         assert [job["id"] for job in feed.snapshot["jobs"]] == [first.id]
@@ -65,7 +65,7 @@ async def test_subscribe_gives_a_snapshot_then_changes_in_order(server: Server) 
             + feed.snapshot["counts"][JobStatus.DONE]
             == 1
         )
-        new = [server.queue.submit("reverse", text) for text in ("a", "b")]
+        new = [await server.store.submit("reverse", text) for text in ("a", "b")]
         seen: dict[str, list[str]] = {job.id: [] for job in new}
         seqs = [feed.snapshot["seq"]]
         async with asyncio.timeout(10):
@@ -88,7 +88,7 @@ async def test_a_burst_is_coalesced_into_few_notifications(start_server: StartSe
     """500 submits in a burst reach a subscriber as a handful of notifications, not 500."""
     server = await start_server(time_scale=SLOW)
     async with Client(server.url) as client, client.subscribe() as feed:
-        ids = {server.queue.submit("swap", f"text {n}").id for n in range(500)}
+        ids = {(await server.store.submit("swap", f"text {n}")).id for n in range(500)}
         seen: set[str] = set()
         notifications = 0
         async with asyncio.timeout(10):
@@ -131,7 +131,7 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_delays_no_one(
             seen: set[str] = set()
             worst = 0
             for _ in range(8):  # 8 bursts of 150 submits: far more than the buffers hold
-                burst = {server.queue.submit("swap", "x" * 40).id for _ in range(150)}
+                burst = {(await server.store.submit("swap", "x" * 40)).id for _ in range(150)}
                 async with asyncio.timeout(5):  # the fast one is never held up
                     while not burst <= seen:
                         event = await anext(fast)
@@ -190,7 +190,7 @@ async def test_token_in_the_first_message(
 ) -> None:
     """Without the header, the first message must be `auth` with the right token, or it closes."""
     server = await start_server(token="s3cret")
-    server.queue.submit("reverse", "private text")
+    await server.store.submit("reverse", "private text")
     async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
         await ws.send_json(first)
         (answer,) = await frames(ws, 1)
@@ -212,7 +212,7 @@ async def test_resync_notification_makes_the_client_resubscribe(server: Server) 
     async with Client(server.url) as client, client.subscribe() as feed:
         (connection,) = server.app[HUB].subscribers
         connection.hub.max_backlog = 0
-        server.queue.submit("reverse", "overflow")  # its notification overflows at once
+        await server.store.submit("reverse", "overflow")  # its notification overflows at once
         async with asyncio.timeout(10):
             event: Changes | Snapshot = await anext(feed)
         assert "total" in event, "expected a snapshot"
@@ -235,7 +235,7 @@ async def test_forgotten_jobs_are_reported_removed(start_server: StartServer) ->
     """When the server forgets finished jobs (max_finished), subscribers are told to drop them."""
     server = await start_server(time_scale=0.0, max_finished=2)
     async with Client(server.url) as client, client.subscribe() as feed:
-        jobs = [server.queue.submit("reverse", str(n)) for n in range(5)]
+        jobs = [await server.store.submit("reverse", str(n)) for n in range(5)]
         removed: set[str] = set()
         async with asyncio.timeout(10):
             while len(removed) < 3:

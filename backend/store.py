@@ -1,12 +1,11 @@
-"""The job store, the FIFO queue and the one worker that runs jobs one at a time.
+"""The job store: every job, the FIFO queue, positions, retention and change events.
 
-One coroutine, `JobQueue.run`, owns execution: it takes the oldest queued job,
-sleeps its delay, applies its transform and records the outcome, then takes the
-next. Nothing else runs jobs, so "never two at a time" needs no lock, and FIFO
-order comes from a single deque.
-
-Everything else here is bookkeeping that answers questions in O(1) or close to
-it, so that status calls stay fast with 100 000 jobs waiting.
+A store answers questions about jobs (mostly in O(1) or a few bisects, so that status
+calls stay fast with 100 000 jobs waiting) and records every change to them. The one
+worker (backend/worker.py) is the only caller of `take` and `finish`; the methods call
+`submit` and `cancel`. Those four changes are `async` and return only once the change
+is kept as durably as the store keeps anything, so a store that writes to disk or to a
+shared database fits the same interface (`Store`) as the memory-only one here.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from bisect import bisect_left, insort
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import overload
+from typing import Protocol, overload
 
 from backend.jobs import ALLOWED, JobType, graphemes, lookup
 from backend.protocol import (
@@ -37,13 +36,9 @@ from backend.protocol import (
     QueueFull,
     ResultNotReady,
 )
-from backend.settings import DEFAULTS
 
-logger = logging.getLogger("taskrpc.queue")
+logger = logging.getLogger("taskrpc.store")
 
-OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
-COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
-FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers
 # Byte -> one of 32 letters; 256 is a multiple of 32, so each letter carries 5 uniform bits.
 _ID_LETTERS = b"abcdefghijklmnopqrstuvwxyz234567" * 8
 
@@ -98,26 +93,128 @@ class Job:
 Listener = Callable[[Job], None]
 
 
-class JobQueue:
-    """Holds every job, queues the waiting ones and runs them with one worker."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a store needs to know of the settings (the defaults are the settings' defaults)."""
+
+    time_scale: float = 1.0  # multiplies every job type's delay
+    max_text_chars: int = 10_000  # longest job text, in code points
+    max_result_chars: int = 1_000_000  # longest result, checked at submit
+    max_queued: int = 100_000  # most jobs waiting at once
+    max_finished: int = 10_000  # finished jobs kept; the oldest is forgotten first
+    max_kept_chars: int = 100_000_000  # characters of finished results kept in all
+
+
+class Store(Protocol):
+    """Where jobs live. Reads answer from what this server knows now; the four changes
+    (`submit`, `cancel`, `take`, `finish`) return once the change is durable, and only
+    then do readers, waiters and listeners see it."""
+
+    limits: Limits
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` ran: waits return at once."""
+        ...
+
+    # -- asking
+    def get(self, job_id: object) -> Job:
+        """The job with this id, or `JobNotFound` (`InvalidParams` for a non-string)."""
+        ...
+
+    @property
+    def running(self) -> Job | None:
+        """The job running now, if any."""
+        ...
+
+    @property
+    def queued(self) -> int:
+        """How many jobs are waiting."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """How many known jobs are in each status."""
+        ...
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs run before this queued one (the running job included)."""
+        ...
+
+    def estimated_finish(self, job: Job) -> float | None:
+        """When the job should finish, as epoch seconds."""
+        ...
+
+    def result(self, job_id: object) -> str:
+        """The result of a done job, or the error that says why there is none."""
+        ...
+
+    def describe(self, job: Job) -> JobObject:
+        """The job object as it goes on the wire."""
+        ...
+
+    def summarize(self, job: Job) -> JobSummary:
+        """A small summary of the job for listings."""
+        ...
+
+    def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
+        """Jobs newest first, optionally of one status and submitted before sequence `before`."""
+        ...
+
+    async def wait(
+        self,
+        job: Job,
+        timeout: float,
+        seen_status: JobStatus | None = None,
+        seen_position: int | None = None,
+    ) -> Job:
+        """Return when the job finishes, when its status or position differs from the seen
+        ones, or when `timeout` passes."""
+        ...
+
+    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
+        """Call `listener(job)` after every change and `forget(job)` when a job is forgotten."""
+        ...
+
+    # -- changing: each returns once the change is durable
+    async def submit(self, type_key: object, data: object) -> Job:
+        """Queue a job, or raise the error that says what is wrong with it."""
+        ...
+
+    async def cancel(self, job_id: object) -> Job:
+        """Cancel a queued or running job."""
+        ...
+
+    async def take(self) -> Job:
+        """For the worker: wait for the oldest queued job and mark it running."""
+        ...
+
+    async def finish(
+        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        """For the worker: record how the running job ended (a cancel that came first stands)."""
+        ...
+
+    # -- lifecycle
+    async def open(self) -> None:
+        """Load what the store kept, before the server answers anyone."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting waits and wake every waiter (the server is shutting down)."""
+        ...
+
+    async def shutdown(self) -> None:
+        """After the worker stopped: keep what must be kept, release what the store holds."""
+        ...
+
+
+class MemoryStore:
+    """Every job in memory only: a restart forgets them all. Implements `Store`."""
 
     def __init__(
-        self,
-        *,
-        time_scale: float = DEFAULTS.time_scale,
-        max_text_chars: int = DEFAULTS.max_text_chars,
-        max_result_chars: int = DEFAULTS.max_result_chars,
-        max_queued: int = DEFAULTS.max_queued,
-        max_finished: int = DEFAULTS.max_finished,
-        max_kept_chars: int = DEFAULTS.max_kept_chars,
-        clock: Callable[[], float] = time.time,
+        self, limits: Limits | None = None, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.time_scale = time_scale
-        self.max_text_chars = max_text_chars
-        self.max_result_chars = max_result_chars
-        self.max_queued = max_queued
-        self.max_finished = max_finished
-        self.max_kept_chars = max_kept_chars
+        self.limits = Limits() if limits is None else limits
         self._clock = clock
         self._jobs: dict[str, Job] = {}  # every known job, in submission order
         self._pending: deque[Job] = deque()  # queued jobs, oldest first (cancelled ones too)
@@ -128,7 +225,6 @@ class JobQueue:
         self._finished: deque[str] = deque()  # ids of finished jobs, oldest first, for eviction
         self._counts: Counter[JobStatus] = Counter()
         self._running: Job | None = None
-        self._interrupt: asyncio.Event | None = None  # set to stop the running job
         self._work = asyncio.Event()  # set while _pending may hold a job
         self._changed = asyncio.Event()  # replaced after every change; waiters await the old one
         self._listeners: list[Listener] = []
@@ -136,7 +232,12 @@ class JobQueue:
         self._next_seq = 0
         self._kept_chars = 0  # characters of results held by finished jobs
         self._delay_total = 0.0
-        self.closed = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` ran: waits return at once."""
+        return self._closed
 
     # -- asking ---------------------------------------------------------------------
 
@@ -244,15 +345,17 @@ class JobQueue:
 
     # -- changing -------------------------------------------------------------------
 
-    def submit(self, type_key: object, data: object) -> Job:
+    async def submit(self, type_key: object, data: object) -> Job:
         """Queue a job, or raise the error that says what is wrong with it."""
         job_type = lookup(type_key)
         if job_type is None:
             raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
         text = self._check_text(job_type, data)
-        if self.queued >= self.max_queued:
-            raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting); try again later")
-        delay = round(job_type.delay * self.time_scale, 6)  # no 0.7000000000000001 on the wire
+        if self.queued >= self.limits.max_queued:
+            raise QueueFull(
+                f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
+            )
+        delay = round(job_type.delay * self.limits.time_scale, 6)  # no 0.7000000000000001
         now = self._clock()
         job = Job(
             id=self._unused_id(),
@@ -275,7 +378,7 @@ class JobQueue:
         self._notify(job)
         return job
 
-    def cancel(self, job_id: object) -> Job:
+    async def cancel(self, job_id: object) -> Job:
         """Cancel a queued or running job."""
         job = self.get(job_id)
         if job.status.finished:
@@ -286,9 +389,7 @@ class JobQueue:
             )
         if job.status is JobStatus.QUEUED:
             insort(self._holes[job.delay], job.seq, lo=self._skipped[job.delay])
-        elif self._interrupt is not None:
-            self._interrupt.set()
-        self._finish(job, JobStatus.CANCELLED)
+        self._finish(job, JobStatus.CANCELLED)  # the worker hears it and stops a running job
         return job
 
     async def wait(
@@ -306,7 +407,7 @@ class JobQueue:
         """
         try:
             async with asyncio.timeout(timeout):
-                while not self.closed and not self._changed_since(job, seen_status, seen_position):
+                while not self._closed and not self._changed_since(job, seen_status, seen_position):
                     await self._changed.wait()
         except TimeoutError:
             pass
@@ -326,28 +427,14 @@ class JobQueue:
 
         return stop
 
-    def close(self) -> None:
-        """Stop accepting waits and wake every waiter (the server is shutting down)."""
-        self.closed = True
-        self._changed.set()
-        if self._running is not None or self.queued:
-            running = f"job {self._running.id} running" if self._running else "no job running"
-            logger.warning("stopping with %s and %d queued: they are lost", running, self.queued)
-
-    # -- the worker -----------------------------------------------------------------
-
-    async def run(self) -> None:
-        """The one worker: run the oldest queued job, then the next, forever."""
-        while True:
-            job = await self._take()
-            await self._execute(job)
-
-    async def _take(self) -> Job:
+    async def take(self) -> Job:
+        """For the worker: wait for the oldest queued job and mark it running."""
         skipped = 0
         while True:
             while self._pending:
                 job = self._pending.popleft()
                 if job.status is JobStatus.QUEUED:
+                    self._start(job)
                     return job
                 self._pass_hole(job.delay)  # a cancelled job
                 skipped += 1
@@ -356,24 +443,29 @@ class JobQueue:
             self._work.clear()
             await self._work.wait()
 
-    async def _execute(self, job: Job) -> None:
-        self._start(job)
-        interrupt = self._interrupt = asyncio.Event()
-        try:
-            if await _interrupted(interrupt, job.delay):
-                return  # cancelled while it slept; cancel() recorded it
-            if len(job.data) > OFFLOAD_ABOVE:
-                result = await asyncio.to_thread(job.type.transform, job.data)
-            else:
-                result = job.type.transform(job.data)
-        except Exception as exc:
-            logger.exception("job %s %s raised", job.id, job.type.name)
-            self._finish(job, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        else:
-            self._finish(job, JobStatus.DONE, result=result)
-        finally:
-            self._interrupt = None
-            self._running = None
+    async def finish(
+        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        """For the worker: record how the running job ended (a cancel that came first stands)."""
+        self._finish(job, status, result=result, error=error)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to load: a memory-only store starts empty."""
+
+    def close(self) -> None:
+        """Stop accepting waits and wake every waiter (the server is shutting down)."""
+        self._closed = True
+        self._changed.set()
+        if self._running is not None or self.queued:
+            running = f"job {self._running.id} running" if self._running else "no job running"
+            logger.warning("stopping with %s and %d queued: they are lost", running, self.queued)
+
+    async def shutdown(self) -> None:
+        """Nothing to keep: memory-only jobs end with the process."""
+
+    # -- recording a change -------------------------------------------------------
 
     def _start(self, job: Job) -> None:
         job.status = JobStatus.RUNNING
@@ -419,9 +511,9 @@ class JobQueue:
             raise InvalidParams(
                 f"data must be a string (the text to transform), not {type(data).__name__}"
             )
-        if len(data) > self.max_text_chars:
+        if len(data) > self.limits.max_text_chars:
             raise InvalidParams(
-                f"data is {len(data)} code points long; the limit is {self.max_text_chars}"
+                f"data is {len(data)} code points long; the limit is {self.limits.max_text_chars}"
             )
         try:
             data.encode("utf-8")
@@ -430,10 +522,10 @@ class JobQueue:
                 "data must be valid Unicode text: it holds a lone surrogate"
             ) from None
         size = job_type.result_length(data)
-        if size > self.max_result_chars:
+        if size > self.limits.max_result_chars:
             raise InvalidParams(
                 f"the result of {job_type.name} on this text would be {size} code points long; "
-                f"the limit is {self.max_result_chars}: send a shorter text"
+                f"the limit is {self.limits.max_result_chars}: send a shorter text"
             )
         return data
 
@@ -494,8 +586,9 @@ class JobQueue:
         """
         self._finished.append(job.id)
         self._kept_chars += len(job.result or "")
-        while len(self._finished) > self.max_finished or (
-            self._kept_chars > self.max_kept_chars and len(self._finished) > 1
+        limits = self.limits
+        while len(self._finished) > limits.max_finished or (
+            self._kept_chars > limits.max_kept_chars and len(self._finished) > 1
         ):
             old = self._jobs.pop(self._finished.popleft())
             self._kept_chars -= len(old.result or "")
@@ -518,34 +611,3 @@ class JobQueue:
 
 def _seq(job: Job) -> int:
     return job.seq
-
-
-async def _interrupted(event: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` seconds, precisely; True if `event` was set first.
-
-    A plain sleep overshoots: the kernel lets a long one run 0.1 % late (2 ms on a 2 s
-    job) and asyncio rounds timeouts up to the millisecond. So this sleeps to 20 ms before
-    the end, then to 1 ms before it, then yields to the loop until the deadline passes.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + delay
-    for margin in (COARSE_MARGIN, FINE_MARGIN):
-        step = deadline - margin - loop.time()
-        if step > 0 and await _set_within(event, step):
-            return True
-    while True:
-        await asyncio.sleep(0)
-        if event.is_set():
-            return True
-        if loop.time() >= deadline:
-            return False
-
-
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
-    """True if `event` is set within `seconds`."""
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
