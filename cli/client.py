@@ -1,19 +1,29 @@
-"""The async client library for a taskrpc server, shared by the CLI and the dashboard.
+"""The async client (aiohttp): the transport of the dashboard, with the live WebSocket feed.
 
-JSON-RPC errors come back as the exceptions of `backend.protocol` (`JobNotFound`,
-`ResultNotReady`…); network trouble comes back as `TransportError`.
+The requests and the meaning of answers come from the one protocol layer, `cli.rpc`,
+shared with the synchronous `cli.sync.SyncClient` (the command line and scripts use
+that one: it does not import aiohttp). JSON-RPC errors come back as the exceptions of
+`backend.protocol` (`JobNotFound`, `ResultNotReady`…); network trouble comes back as
+`TransportError`.
+
+    async with Client("http://127.0.0.1:8765") as client:
+        job = await client.submit("reverse", "пример")
+        async for job in client.follow(job["id"], timeout=60):
+            print(job["status"])   # now, then at each change, until it finishes
+        print(await client.result(job["id"]))
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import aiohttp
 from aiohttp import WSCloseCode
-from jsonrpcclient import Error, Ok, parse, request
+from jsonrpcclient import request
 
 from backend.protocol import (
     RPC_PATH,
@@ -21,40 +31,47 @@ from backend.protocol import (
     Changes,
     JobObject,
     JobStatus,
-    JobSummary,
     Method,
     Notification,
-    RpcError,
     Snapshot,
     SocketMethod,
-    Unauthorized,
     bearer,
 )
+from cli.rpc import (
+    CALL_TIMEOUT,
+    Call,
+    Calls,
+    Disconnected,
+    Follow,
+    NotTaskrpc,
+    Page,
+    TransportError,
+    TypeInfos,
+    Unreachable,
+    base_url,
+    decode,
+    refused,
+    unpack,
+)
 
-CALL_TIMEOUT = 30.0  # seconds for one call, on top of any time the server is asked to wait
+__all__ = [
+    "CALL_TIMEOUT",
+    "Client",
+    "Disconnected",
+    "NotTaskrpc",
+    "Subscription",
+    "TransportError",
+    "Unreachable",
+]
 
-
-class TransportError(Exception):
-    """The server could not be asked, or its answer was not JSON-RPC."""
-
-
-class Unreachable(TransportError):
-    """Nothing answered at the URL."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach {url} — is taskrpc-server running? ({reason})")
-        self.url = url
-
-
-class Disconnected(TransportError):
-    """The server closed the connection in the middle of a call."""
+T = TypeVar("T")
 
 
 class Client:
     """A connection to one taskrpc server. Use as `async with Client(url) as client:`."""
 
     def __init__(self, url: str, token: str | None = None) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self._endpoint = self.url + RPC_PATH
         self._headers = {"Authorization": bearer(token)} if token else {}
         self._session: aiohttp.ClientSession | None = None
@@ -78,12 +95,17 @@ class Client:
         self, method: Method, params: dict[str, Any] | None = None, *, wait: float = 0
     ) -> Any:
         """Call `method` and return its result, or raise the error the server sent."""
+        return await self.run(Calls.raw(method, params, wait))
+
+    async def run(self, call: Call[T]) -> T:
+        """Send one call built by `cli.rpc.Calls` and read its answer."""
         if self._session is None:
             raise RuntimeError("use the client inside 'async with'")
-        payload = request(method.value, params=params or None, id=next(self._ids))
-        timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT + wait)
+        timeout = aiohttp.ClientTimeout(total=call.timeout)
         try:
-            async with self._session.post(self._endpoint, json=payload, timeout=timeout) as reply:
+            async with self._session.post(
+                self._endpoint, json=call.payload(next(self._ids)), timeout=timeout
+            ) as reply:
                 body = await reply.read()
                 status = reply.status
         except aiohttp.ClientConnectorError as exc:
@@ -96,20 +118,19 @@ class Client:
             raise TransportError(
                 f"talking to {self.url} failed: {exc or type(exc).__name__}"
             ) from exc
-        return _result(status, body, self.url)
+        return call.read(decode(status, body, self.url))
 
     async def submit(self, job_type: int | str, data: str) -> JobObject:
         """Queue a job; returns it with its id."""
-        return cast(JobObject, await self.call(Method.SUBMIT, {"type": job_type, "data": data}))
+        return await self.run(Calls.submit(job_type, data))
 
     async def status(self, job_id: str) -> JobObject:
         """The job's current state."""
-        return cast(JobObject, await self.call(Method.STATUS, {"id": job_id}))
+        return await self.run(Calls.status(job_id))
 
     async def result(self, job_id: str) -> str:
         """The result of a done job."""
-        answer = await self.call(Method.RESULT, {"id": job_id})
-        return cast(str, answer["result"])
+        return await self.run(Calls.result(job_id))
 
     async def wait(
         self,
@@ -118,31 +139,37 @@ class Client:
         seen: JobObject | None = None,
     ) -> JobObject:
         """The job once it finishes, or once it differs from `seen`, or after `timeout` s."""
-        params: dict[str, Any] = {"id": job_id, "timeout": timeout}
-        if seen is not None:
-            params["status"] = seen["status"]
-            params["position"] = seen["position"]
-        return cast(JobObject, await self.call(Method.WAIT, params, wait=timeout))
+        return await self.run(Calls.wait(job_id, timeout, seen))
+
+    async def follow(
+        self, job: JobObject | str, timeout: float | None = None
+    ) -> AsyncIterator[JobObject]:
+        """The job now, then each time it changes, until it finishes or `timeout` s pass.
+
+        `async for job in client.follow(job_id): ...` — long polls on the HTTP
+        connection, the same logic (`cli.rpc.Follow`) as `SyncClient.follow` and
+        `taskrpc wait`. Meant for a view of one job (the dashboard's details screen);
+        the job table follows everything through `subscribe()` instead.
+        """
+        state = Follow(await self.status(job) if isinstance(job, str) else job, timeout)
+        yield state.job
+        while (call := state.next_call()) is not None:
+            if state.update(await self.run(call)):
+                yield state.job
 
     async def cancel(self, job_id: str) -> JobObject:
         """Cancel a queued or running job."""
-        return cast(JobObject, await self.call(Method.CANCEL, {"id": job_id}))
+        return await self.run(Calls.cancel(job_id))
 
     async def jobs(
         self, status: JobStatus | None = None, limit: int = 100, cursor: str | None = None
-    ) -> tuple[list[JobSummary], dict[str, int], str | None]:
+    ) -> Page:
         """A page of job summaries (newest first), the counts per status, the next cursor."""
-        params: dict[str, Any] = {"limit": limit}
-        if status is not None:
-            params["status"] = status.value
-        if cursor is not None:
-            params["cursor"] = cursor
-        page = await self.call(Method.LIST, params)
-        return page["jobs"], page["counts"], page["next_cursor"]
+        return await self.run(Calls.list(status, limit, cursor))
 
-    async def types(self) -> list[dict[str, Any]]:
+    async def types(self) -> TypeInfos:
         """The job types the server knows."""
-        return cast(list[dict[str, Any]], await self.call(Method.TYPES))
+        return await self.run(Calls.types())
 
     def subscribe(self, limit: int = 1000) -> Subscription:
         """Live job changes over the WebSocket: `async with client.subscribe() as feed:`."""
@@ -178,7 +205,7 @@ class Subscription:
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
-                raise _refused() from exc
+                raise refused() from exc
             raise TransportError(f"{self.url}{WS_PATH} refused the WebSocket: {exc}") from exc
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(self.url, str(exc.os_error.strerror or exc.os_error)) from exc
@@ -223,10 +250,7 @@ class Subscription:
         while True:  # notifications sent before the answer are superseded by the snapshot
             message = await self._receive()
             if message.get("id") == request_id:
-                try:
-                    snapshot = cast(Snapshot, _unpack(message, self.url))
-                except Unauthorized:
-                    raise _refused() from None  # advice for a person, not for the wire
+                snapshot = cast(Snapshot, unpack(message, self.url))
                 self._seq = snapshot["seq"]
                 return snapshot
 
@@ -249,34 +273,5 @@ class Subscription:
                 return decoded
             raise TransportError(f"{self.url} sent a frame that is not a JSON-RPC message")
         if message.type is aiohttp.WSMsgType.CLOSE and message.data == WSCloseCode.POLICY_VIOLATION:
-            raise _refused()
+            raise refused()
         raise TransportError(f"lost the connection to {self.url}")
-
-
-def _refused() -> Unauthorized:
-    return Unauthorized(
-        "the server refused the token (missing or wrong): pass --token or set TASKRPC_TOKEN"
-    )
-
-
-def _result(status: int, body: bytes, url: str) -> Any:
-    if status == 401:
-        raise _refused()
-    try:
-        answer = json.loads(body)
-    except ValueError as exc:
-        raise TransportError(f"{url} answered HTTP {status} without a JSON-RPC response") from exc
-    return _unpack(answer, url)
-
-
-def _unpack(answer: Any, url: str) -> Any:
-    """The result of a decoded JSON-RPC response, or the exception its error stands for."""
-    try:
-        response = parse(answer)
-    except (KeyError, TypeError) as exc:
-        raise TransportError(f"{url} answered without a JSON-RPC response") from exc
-    if isinstance(response, Error):
-        raise RpcError.from_error(response.code, response.message, response.data)
-    if not isinstance(response, Ok):
-        raise TransportError(f"{url} answered a batch to a single request")
-    return response.result

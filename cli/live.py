@@ -1,19 +1,20 @@
 """The live status of `taskrpc wait` on stderr.
 
-On a terminal: one line that is redrawn ten times a second with the time elapsed
-and the time left (from the local clock: no server traffic). Elsewhere: one line
-per change of status or position, so logs stay readable.
+On a terminal: one line, redrawn ten times a second by a small thread from the local
+clock (no server traffic), while the main thread blocks in a long poll. Elsewhere: one
+line per change of status or position, so logs stay readable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
+import threading
 import time
 from typing import TextIO
 
-from backend.protocol import JobObject
-from cli.render import status_line, time_left
+from backend.display import visible
+from backend.protocol import JobObject, JobStatus
+from cli.render import status_line
 
 REDRAW_EVERY = 0.1  # seconds between redraws of the terminal line
 
@@ -27,15 +28,19 @@ class LiveStatus:
         self._job: JobObject | None = None
         self._began = time.monotonic()
         self._last_key: tuple[str, int | None] | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # the ticker and the main thread both draw
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def show(self, job: JobObject) -> None:
         """Record the newest state of the job and show it."""
-        self._job = job
+        with self._lock:
+            self._job = job
         if self._tty:
             self._draw()
             if self._ticker is None:
-                self._ticker = asyncio.create_task(self._tick())
+                self._ticker = threading.Thread(target=self._tick, name="redraw", daemon=True)
+                self._ticker.start()
             return
         key = (job["status"], job["position"])
         if key != self._last_key:
@@ -45,31 +50,31 @@ class LiveStatus:
 
     def close(self) -> None:
         """Stop redrawing and end the terminal line."""
+        self._stop.set()
         if self._ticker is not None:
-            self._ticker.cancel()
+            self._ticker.join()
             self._ticker = None
         if self._tty and self._job is not None:
             self._draw()
             self._stream.write("\n")
             self._stream.flush()
+            self._job = None
 
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(REDRAW_EVERY)
+    def _tick(self) -> None:
+        while not self._stop.wait(REDRAW_EVERY):
             self._draw()
 
     def _draw(self) -> None:
-        if self._job is None:
-            return
-        elapsed = time.monotonic() - self._began
-        line = f"{self._describe(self._job)} · {elapsed:.1f} s elapsed"
-        left = time_left(self._job, time.time())
-        if left is not None:
-            line += f" · ~{left:.1f} s left"
-        width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be redrawn
-        self._stream.write(f"\r\x1b[K{line[:width]}")
-        self._stream.flush()
+        with self._lock:
+            if self._job is None:
+                return
+            line = self._describe(self._job)
+            if self._job["status"] == JobStatus.QUEUED:  # a running line already shows progress
+                line += f" · {time.monotonic() - self._began:.1f} s elapsed"
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be redrawn
+            self._stream.write(f"\r\x1b[K{line[:width]}")
+            self._stream.flush()
 
     @staticmethod
     def _describe(job: JobObject) -> str:
-        return f"{job['id']} {job['type']}: {status_line(job, time.time())}"
+        return visible(f"{job['id']} {job['type']}: {status_line(job, time.time())}")

@@ -1,23 +1,28 @@
 """`taskrpc`: the command line. `main()` is the error boundary; nothing inside it handles errors.
 
-It imports the network client only when a command runs, so `--help` is instant,
-and never imports Textual.
+It talks to the server through `cli.sync.SyncClient` (standard library HTTP), imported
+only when a command runs, so `--help` is instant and a command starts in a blink; it
+never imports aiohttp or Textual. Everything from the server that reaches a person's
+terminal (ids, texts, results, errors) passes `backend.display.visible`; pipes and files
+get `result` and `wait`'s output exactly.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import enum
 import io
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from backend.display import visible
 from backend.protocol import (
+    DEFAULT_URL,
     LIST_LIMIT,
     InvalidParams,
     InvalidRequest,
@@ -30,9 +35,10 @@ from backend.protocol import (
 from cli.options import add_connection_options, non_negative
 
 if TYPE_CHECKING:
-    from cli.client import Client
+    from cli.sync import SyncClient
 
-LONG_POLL = 25.0  # seconds one `wait` call may block on the server
+SHELLS = ("bash", "zsh", "fish")  # what `taskrpc completion` writes scripts for
+LIST_DEFAULT = 20  # jobs per `taskrpc list` page
 
 
 class ExitStatus(enum.IntEnum):
@@ -50,31 +56,36 @@ EXIT_MEANINGS = {
     ExitStatus.OK: "ok",
     ExitStatus.ERROR: "error: unknown id, the job failed or was cancelled, queue full…",
     ExitStatus.USAGE: "usage: bad arguments, input the server refused, a missing or wrong token",
-    ExitStatus.UNREACHABLE: "the server could not be reached, or went away",
+    ExitStatus.UNREACHABLE: "the server could not be reached, went away, or is not taskrpc",
     ExitStatus.NOT_READY: "the result is not ready yet, or wait --timeout ran out",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl+C)",
 }
 
 
 class Failure(Exception):
-    """An expected failure: one line on stderr and an exit status."""
+    """An expected failure: one line on stderr (then `detail`, our own text) and an exit status."""
 
-    def __init__(self, message: str, status: ExitStatus = ExitStatus.ERROR) -> None:
+    def __init__(
+        self, message: str, status: ExitStatus = ExitStatus.ERROR, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
 
 
-Command = Callable[["Client", argparse.Namespace], Awaitable[None]]
+Command = Callable[["SyncClient", argparse.Namespace], None]
+Offline = Callable[[argparse.Namespace], None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(encoding="utf-8")
-    args = _parser().parse_args(argv)
+    options = argv[: argv.index("--")] if "--" in argv else argv  # what precedes operands
     try:
-        asyncio.run(_run(args))
+        _run(_parse(argv))
     except KeyboardInterrupt:
         print("taskrpc: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
@@ -82,207 +93,328 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitStatus.ERROR
     except Exception as exc:
-        if args.traceback:
+        if "--traceback" in options:
             raise
-        status, message = _explain(exc)
-        print(f"taskrpc: {message}", file=sys.stderr)
+        status = _status(exc)
+        _report(exc, status, as_json="--json" in options)
         return status
     return ExitStatus.OK
 
 
-async def _run(args: argparse.Namespace) -> None:
-    from cli.client import Client
+def _parse(argv: list[str]) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
+    # DATA of `-` reads standard input, unless it comes after `--` (then it is the text "-").
+    args.literal_dash = "--" in argv and "-" in argv[argv.index("--") + 1 :]
+    return args
 
-    async with Client(args.url, args.token) as client:
-        await args.command(client, args)
+
+def _run(args: argparse.Namespace) -> None:
+    offline: Offline | None = getattr(args, "offline", None)
+    if offline is not None:
+        offline(args)
+        return
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        raise Failure("a command is required", ExitStatus.USAGE, _command_list())
+    from cli.sync import SyncClient
+
+    with SyncClient(args.url, args.token) as client:
+        command(client, args)
 
 
-def _explain(exc: Exception) -> tuple[ExitStatus, str]:
-    from cli.client import Disconnected, TransportError, Unreachable
+def _status(exc: Exception) -> ExitStatus:
+    from cli.rpc import Disconnected, NotTaskrpc, Unreachable
 
     if isinstance(exc, Failure):
-        return exc.status, str(exc)
-    if isinstance(exc, Unreachable | Disconnected):
-        return ExitStatus.UNREACHABLE, str(exc)
+        return exc.status
+    if isinstance(exc, Unreachable | Disconnected | NotTaskrpc):
+        return ExitStatus.UNREACHABLE
     if isinstance(exc, InvalidParams | InvalidRequest | Unauthorized):
-        return ExitStatus.USAGE, str(exc)
+        return ExitStatus.USAGE
     if isinstance(exc, ResultNotReady):
-        return ExitStatus.NOT_READY, str(exc)
-    if isinstance(exc, RpcError | TransportError):
-        return ExitStatus.ERROR, str(exc)
-    return (
-        ExitStatus.ERROR,
-        f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
-    )
+        return ExitStatus.NOT_READY
+    return ExitStatus.ERROR
+
+
+def _report(exc: Exception, status: ExitStatus, *, as_json: bool) -> None:
+    """One line on stderr (one JSON object with --json); never a traceback."""
+    from cli.rpc import TransportError
+
+    if isinstance(exc, Failure | RpcError | TransportError):
+        message = str(exc)
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)"
+    if as_json:
+        code = exc.code.value if isinstance(exc, RpcError) else None
+        data = exc.data if isinstance(exc, RpcError) else getattr(exc, "detail", None) or None
+        text = exc.message if isinstance(exc, RpcError) else message
+        error = {"error": {"code": code, "message": text, "data": data}, "exit": int(status)}
+        print(_dumps(error, sys.stderr), file=sys.stderr)
+        return
+    print(f"taskrpc: {visible(message)}", file=sys.stderr)
+    if isinstance(exc, Failure) and exc.detail:
+        print(exc.detail, file=sys.stderr)
 
 
 # -- commands -------------------------------------------------------------------------
 
 
-async def submit(client: Client, args: argparse.Namespace) -> None:
-    job = await _submit(client, args)
-    _print(args, job, job["id"])
+def submit(client: SyncClient, args: argparse.Namespace) -> None:
+    job = _submit(client, args)
+    _print(args, job, visible(job["id"]))
 
 
-async def _submit(client: Client, args: argparse.Namespace) -> JobObject:
+def _submit(client: SyncClient, args: argparse.Namespace) -> JobObject:
     """Submit; on Ctrl+C while the request is in flight, learn the id rather than lose the job."""
-    call = asyncio.ensure_future(client.submit(_job_type(args.type), _text(args.data)))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
+    job_type, text = _job_type(args.type), _data(args)
+    with _answer_despite_ctrl_c() as pressed:
+        job = client.submit(job_type, text)
+    if pressed:
+        raise Failure(
+            f"interrupted; job {job['id']} was submitted and goes on — "
+            f"follow it with: {_again(args, 'wait', '--id', job['id'])}",
+            ExitStatus.INTERRUPTED,
+        )
+    return job
+
+
+@contextmanager
+def _answer_despite_ctrl_c() -> Iterator[list[bool]]:
+    """Within: a first Ctrl+C is noted (and said) instead of raised; a second one stops at once."""
+    import signal
+
+    pressed: list[bool] = []
+
+    def note(signum: int, frame: object) -> None:
+        pressed.append(True)
         print(
             "taskrpc: interrupted; waiting for the server's answer to learn the job id",
             file=sys.stderr,
             flush=True,
         )
-        job = await call
-        raise Failure(
-            f"interrupted; job {job['id']} was submitted and goes on — "
-            f"follow it with: taskrpc wait --id {job['id']}",
-            ExitStatus.INTERRUPTED,
-        ) from None
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-async def status(client: Client, args: argparse.Namespace) -> None:
+def status(client: SyncClient, args: argparse.Namespace) -> None:
     from cli.render import status_line
 
-    job = await client.status(args.id)
-    _print(args, job, status_line(job, time.time()))
+    job = client.status(args.id)
+    _print(args, job, visible(status_line(job, time.time())))
 
 
-async def result(client: Client, args: argparse.Namespace) -> None:
-    text = await client.result(args.id)
-    _print(args, {"id": args.id, "result": text}, text)
+def result(client: SyncClient, args: argparse.Namespace) -> None:
+    text = client.result(args.id)
+    _print_result(args, {"id": args.id, "result": text}, text)
 
 
-async def wait(client: Client, args: argparse.Namespace) -> None:
-    from cli.client import TransportError
+def wait(client: SyncClient, args: argparse.Namespace) -> None:
     from cli.live import LiveStatus
+    from cli.rpc import TransportError
 
-    if args.id is not None and args.type is not None:
-        raise Failure("give either TYPE and DATA, or --id ID, not both", ExitStatus.USAGE)
-    if args.id is not None:
-        job = await client.status(args.id)
-    elif args.type is not None and args.data is not None:
-        job = await _submit(client, args)
-    else:
-        raise Failure(
-            "give TYPE and DATA to submit a job, or --id ID to wait for one", ExitStatus.USAGE
-        )
+    job = _job_to_wait_for(client, args)
     job_id = job["id"]
-    print(f"taskrpc: job {job_id} ({job['type']})", file=sys.stderr, flush=True)
+    print(f"taskrpc: job {visible(job_id)} ({visible(job['type'])})", file=sys.stderr, flush=True)
     live = LiveStatus(sys.stderr)
     try:
-        job = await _follow(client, job, args.timeout, live)
-    except asyncio.CancelledError:
-        live.close()
+        for change in client.follow(job, args.timeout):
+            live.show(change)
+            job = change
+    except KeyboardInterrupt:
         raise Failure(
-            f"stopped waiting; job {job_id} goes on — fetch it later with: taskrpc result {job_id}",
+            f"stopped waiting; job {job_id} goes on — "
+            f"fetch it later with: {_again(args, 'result', job_id)}",
             ExitStatus.INTERRUPTED,
         ) from None
     except TransportError as exc:
-        live.close()
         raise Failure(
             f"lost the server while waiting for job {job_id}: {exc}; if it still runs, "
-            f"wait again with: taskrpc wait --id {job_id}",
+            f"wait again with: {_again(args, 'wait', '--id', job_id)}",
             ExitStatus.UNREACHABLE,
         ) from exc
-    live.close()
+    finally:
+        live.close()
+    _finish(client, args, job)
+
+
+def _job_to_wait_for(client: SyncClient, args: argparse.Namespace) -> JobObject:
+    if args.id is not None:
+        if args.type is not None or args.data_option is not None:
+            raise Failure("give either TYPE and DATA, or --id ID, not both", ExitStatus.USAGE)
+        return client.status(args.id)
+    if args.type is None:
+        raise Failure(
+            "give TYPE and DATA to submit a job, or --id ID to wait for one", ExitStatus.USAGE
+        )
+    return _submit(client, args)
+
+
+def _finish(client: SyncClient, args: argparse.Namespace, job: JobObject) -> None:
+    """Print the result of the job `wait` followed, or say why there is none."""
+    job_id = job["id"]
     if job["status"] == JobStatus.FAILED:
         raise Failure(f"job {job_id} failed: {job['error']}")
     if job["status"] == JobStatus.CANCELLED:
         raise Failure(f"job {job_id} was cancelled")
-    text = await client.result(job_id)
-    _print(args, {**job, "result": text}, text)
+    if job["status"] != JobStatus.DONE:
+        raise Failure(
+            f"timed out after {args.timeout:g} s; job {job_id} is still {job['status']} — "
+            f"fetch it later with: {_again(args, 'result', job_id)}",
+            ExitStatus.NOT_READY,
+        )
+    text = client.result(job_id)
+    _print_result(args, {**job, "result": text}, text)
 
 
-async def _follow(client: Client, job: JobObject, timeout: float | None, live: Any) -> JobObject:
-    """Show the job's changes until it finishes, using the server's long poll."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    live.show(job)
-    while not JobStatus(job["status"]).finished:
-        left = LONG_POLL if deadline is None else min(LONG_POLL, deadline - time.monotonic())
-        if left <= 0:
-            live.close()
-            raise Failure(
-                f"timed out after {timeout:g} s; job {job['id']} is still {job['status']} — "
-                f"fetch it later with: taskrpc result {job['id']}",
-                ExitStatus.NOT_READY,
-            )
-        job = await client.wait(job["id"], left, seen=job)
-        live.show(job)
-    return job
+def cancel(client: SyncClient, args: argparse.Namespace) -> None:
+    job = client.cancel(args.id)
+    _print(args, job, visible(f"{job['id']} {job['status']}"))
 
 
-async def cancel(client: Client, args: argparse.Namespace) -> None:
-    job = await client.cancel(args.id)
-    _print(args, job, f"{job['id']} {job['status']}")
-
-
-async def list_jobs(client: Client, args: argparse.Namespace) -> None:
+def list_jobs(client: SyncClient, args: argparse.Namespace) -> None:
     from cli.render import status_line
 
     wanted = None if args.status is None else JobStatus(args.status)
-    jobs, counts, cursor = await client.jobs(wanted, args.limit, args.cursor)
+    jobs, counts, cursor = client.jobs(wanted, args.limit, args.cursor)
     if args.json:
         _print(args, {"jobs": jobs, "counts": counts, "next_cursor": cursor}, "")
         return
     now = time.time()
     for job in jobs:
-        preview = job["preview"] + ("…" if len(job["preview"]) < job["length"] else "")
-        print(f"{job['id']}  {job['type']:<7}  {status_line(job, now):<36}  {preview!r}")
+        more = "…" if len(job["preview"]) < job["length"] else ""
+        line = f"{job['id']}  {job['type']:<7}  {status_line(job, now):<36}  "
+        print(visible(f"{line}'{job['preview']}{more}'"))
     print(", ".join(f"{n} {name}" for name, n in counts.items()), file=sys.stderr)
     if cursor is not None:
-        print(f"more: taskrpc list --cursor {cursor}", file=sys.stderr)
+        words = ["list"] if wanted is None else ["list", "--status", wanted.value]
+        if args.limit != LIST_DEFAULT:
+            words += ["--limit", str(args.limit)]
+        print(f"more: {_again(args, *words, '--cursor', cursor)}", file=sys.stderr)
 
 
-async def types(client: Client, args: argparse.Namespace) -> None:
-    found = await client.types()
+def types(client: SyncClient, args: argparse.Namespace) -> None:
+    found = client.types()
     lines = (f"{t['code']}  {t['name']:<7}  {t['delay']:g} s  {t['description']}" for t in found)
-    _print(args, found, "\n".join(lines))
+    _print(args, found, visible("\n".join(lines), multiline=True))
+
+
+def completion(args: argparse.Namespace) -> None:
+    import shtab
+
+    print(shtab.complete(_parser(), shell=args.shell))
 
 
 # -- helpers --------------------------------------------------------------------------
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    """Print `data` as JSON with --json, else `text`."""
+    """Print `data` as JSON with --json, else `text` (already made visible by the caller)."""
+    print(_dumps(data, sys.stdout) if args.json else text)
+
+
+def _print_result(args: argparse.Namespace, data: Any, text: str) -> None:
+    """A job's result: exact into pipes and files (or with --raw), made visible on a terminal."""
     if args.json:
-        print(json.dumps(data, ensure_ascii=False))
+        _print(args, data, text)
+    elif sys.stdout.isatty() and not args.raw:
+        print(visible(text, multiline=True))
     else:
-        print(text)
+        sys.stdout.write(f"{text}\n")
+
+
+def _dumps(data: Any, stream: TextIO) -> str:
+    """JSON; on a terminal every non-ASCII character is a \\u escape, so none is a command."""
+    return json.dumps(data, ensure_ascii=stream.isatty())
+
+
+def _again(args: argparse.Namespace, *words: str) -> str:
+    """A command to run later, as it can be pasted: with --url unless the default; no token."""
+    import shlex
+
+    from cli.rpc import base_url
+
+    parts = ["taskrpc"]
+    if base_url(args.url) != DEFAULT_URL:
+        parts += ["--url", shlex.quote(args.url)]
+    line = " ".join([*parts, *map(shlex.quote, words)])
+    return f"{line} (with your token)" if args.token else line
 
 
 def _job_type(word: str) -> int | str:
     return int(word) if word.isascii() and word.isdigit() else word
 
 
-def _text(arg: str) -> str:
-    """DATA as given, or stdin for `-` (one trailing newline dropped); UTF-8 whatever the locale."""
+def _data(args: argparse.Namespace) -> str:
+    """DATA as given, or stdin for `-`; UTF-8 whatever the locale."""
+    if args.data is not None and args.data_option is not None:
+        raise Failure("give DATA or --data TEXT, not both", ExitStatus.USAGE)
+    if args.data_option is not None:
+        return _utf8(args.data_option, "--data")
+    if args.data is None:
+        raise Failure("give DATA (the text; - reads standard input)", ExitStatus.USAGE)
+    if args.data != "-" or args.literal_dash:
+        return _utf8(args.data, "DATA")
+    if sys.stdin.isatty():
+        print("taskrpc: reading DATA from standard input; end with Ctrl+D", file=sys.stderr)
     try:
-        if arg == "-":
-            text = sys.stdin.buffer.read().decode("utf-8")
-            return text.removesuffix("\n").removesuffix("\r")
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise Failure("standard input is not valid UTF-8 text", ExitStatus.USAGE) from None
+    return text.removesuffix("\n").removesuffix("\r")  # the newline that ends a file or echo
+
+
+def _utf8(arg: str, where: str) -> str:
+    try:
         return os.fsencode(arg).decode("utf-8")
     except UnicodeDecodeError:
-        where = "standard input" if arg == "-" else "DATA"
         raise Failure(f"{where} is not valid UTF-8 text", ExitStatus.USAGE) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (`main` prints it), not a usage block.
+
+    `commands` lists each command with its summary, for `taskrpc` alone.
+    """
+
+    commands: list[tuple[str, str]]
+
+    def error(self, message: str) -> NoReturn:
+        raise Failure(f"{message}; see '{self.prog} --help'", ExitStatus.USAGE)
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options that work before or after the command (only the main parser defaults them)."""
+    add_connection_options(parser, defaults=defaults)
+    unset: Any = False if defaults else argparse.SUPPRESS
+    parser.add_argument("--json", action="store_true", default=unset, help="print JSON, errors too")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=unset,
+        help="show the traceback of a failure",
+    )
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
         prog="taskrpc",
         description="Talk to a taskrpc server: submit jobs, follow them, read their results.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_options(parser)
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--traceback", action="store_true", help="show the traceback of a failure")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _global_options(parser, defaults=True)
+    shared = _Parser(add_help=False)
+    _global_options(shared, defaults=False)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser.commands = []
 
     def command(
-        name: str, run: Command, summary: str, example: str, aliases: Sequence[str] = ()
+        name: str, run: Command | Offline, summary: str, example: str, aliases: Sequence[str] = ()
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
@@ -291,8 +423,10 @@ def _parser() -> argparse.ArgumentParser:
             description=summary,
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[shared],
         )
-        sub.set_defaults(command=run)
+        sub.set_defaults(**{"offline" if run is completion else "command": run})
+        parser.commands.append((name, summary))
         return sub
 
     sub = command(
@@ -302,40 +436,74 @@ def _parser() -> argparse.ArgumentParser:
         "id=$(taskrpc submit reverse пример)",
         ["task"],
     )
-    sub.add_argument("type", metavar="TYPE", help=_TYPES_HELP)
-    sub.add_argument("data", metavar="DATA", help="the text; - reads standard input")
-
+    _job_arguments(sub, required=True)
     sub = command("status", status, "print a job's status line", "taskrpc status $id")
     sub.add_argument("id", metavar="ID")
-
     sub = command("result", result, "print a done job's result", "taskrpc result $id")
     sub.add_argument("id", metavar="ID")
-
+    _raw_option(sub)
     sub = command(
         "wait",
         wait,
         "submit a job (or take --id), show its live status, print its result",
         "taskrpc wait swap пример      # or: taskrpc wait --id $id",
     )
-    sub.add_argument("type", metavar="TYPE", nargs="?", help=_TYPES_HELP)
-    sub.add_argument("data", metavar="DATA", nargs="?", help="the text; - reads standard input")
+    _job_arguments(sub, required=False)
     sub.add_argument("--id", help="wait for this existing job instead of submitting one")
     sub.add_argument("--timeout", type=non_negative, help="give up waiting after this many seconds")
+    _raw_option(sub)
+    _list_arguments(
+        command("list", list_jobs, "list jobs, newest first", "taskrpc list --status queued")
+    )
+    sub = command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id")
+    sub.add_argument("id", metavar="ID")
+    command("types", types, "list the job types", "taskrpc types")
+    sub = command(
+        "completion",
+        completion,
+        "print a shell completion script",
+        'eval "$(taskrpc completion bash)"   # in ~/.bashrc',
+    )
+    sub.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))
+    return parser
 
-    sub = command("list", list_jobs, "list jobs, newest first", "taskrpc list --status queued")
+
+def _job_arguments(sub: argparse.ArgumentParser, *, required: bool) -> None:
+    """TYPE and DATA (or --data) for submit and wait."""
+    sub.add_argument("type", metavar="TYPE", nargs=None if required else "?", help=_TYPES_HELP)
+    sub.add_argument(
+        "data", metavar="DATA", nargs="?", help="the text; - reads standard input (-- - sends '-')"
+    )
+    sub.add_argument("--data", dest="data_option", metavar="TEXT", help="the text, taken as is")
+
+
+def _raw_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--raw",
+        action="store_true",
+        help="on a terminal too, write the result as is (control characters included)",
+    )
+
+
+def _list_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--status", choices=[s.value for s in JobStatus], help="only jobs in this status"
     )
     sub.add_argument(
-        "--limit", type=int, default=20, help=f"how many (default 20, at most {LIST_LIMIT})"
+        "--limit",
+        type=int,
+        default=LIST_DEFAULT,
+        help=f"how many (default {LIST_DEFAULT}, at most {LIST_LIMIT})",
     )
     sub.add_argument("--cursor", help="continue after an earlier page (its 'more:' line)")
 
-    sub = command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id")
-    sub.add_argument("id", metavar="ID")
 
-    command("types", types, "list the job types", "taskrpc types")
-    return parser
+def _command_list() -> str:
+    """What `taskrpc` alone prints: the commands, as `git` does."""
+    lines = ["usage: taskrpc [OPTIONS] COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<11} {summary}" for name, summary in _parser().commands]
+    lines.append("\nsee 'taskrpc --help' for options, 'taskrpc COMMAND --help' for one command")
+    return "\n".join(lines)
 
 
 _TYPES_HELP = "a job type, by code or name: see `taskrpc types`"
@@ -345,6 +513,7 @@ examples:
   id=$(taskrpc submit repeat пример)   # submit only, keep the id
   taskrpc status $id                   # queued — 1 ahead, starts in ~2 s
   taskrpc result $id                   # prints only the result
+  taskrpc completion bash              # a completion script (bash, zsh, fish)
 
 exit status:
 """ + "\n".join(f"  {status.value:>3}  {meaning}" for status, meaning in EXIT_MEANINGS.items())

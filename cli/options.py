@@ -1,4 +1,10 @@
-"""Options shared by `taskrpc` and `taskrpc-tui`: where the server is, and its token."""
+"""Options shared by `taskrpc` and `taskrpc-tui`: where the server is, and its token.
+
+The token can come from `--token`, `--token-file PATH`, or the environment
+(`TASKRPC_TOKEN`, else `TASKRPC_TOKEN_FILE`). A file or the environment keeps it out
+of `ps` and `/proc/PID/cmdline`, where every user of the machine can read a flag.
+Whichever way it comes, it lands in `args.token`.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,40 @@ from urllib.parse import urlsplit
 
 from backend.protocol import DEFAULT_URL, ENV_PREFIX
 
+TOKEN_ENV = f"{ENV_PREFIX}TOKEN"
+TOKEN_FILE_ENV = f"{ENV_PREFIX}TOKEN_FILE"
+URL_ENV = f"{ENV_PREFIX}URL"
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """`--url` (env TASKRPC_URL) and `--token` (env TASKRPC_TOKEN), both checked."""
+
+def add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """`--url`, `--token` and `--token-file`, each checked, each with its environment variable.
+
+    With `defaults=False` the options set nothing unless given: for a subcommand's copy
+    of options that the main parser already defaults (so they work after the command too).
+    """
+    env_token, env_file = os.environ.get(TOKEN_ENV), os.environ.get(TOKEN_FILE_ENV)
     parser.add_argument(
         "--url",
         type=url,
-        default=os.environ.get(f"{ENV_PREFIX}URL", DEFAULT_URL),
-        help=f"server URL (env {ENV_PREFIX}URL, default {DEFAULT_URL})",
+        default=os.environ.get(URL_ENV, DEFAULT_URL) if defaults else argparse.SUPPRESS,
+        help=f"server URL (env {URL_ENV}, default {DEFAULT_URL}); a trailing /rpc is fine",
+    )
+    # Both write args.token. A string default goes through `type` when the option is not
+    # given, so a token file named by the environment is read (and checked) at parse time.
+    from_file = defaults and env_token is None and env_file is not None
+    parser.add_argument(
+        "--token-file",
+        dest="token",
+        type=token_file,
+        metavar="PATH",
+        default=env_file if from_file else argparse.SUPPRESS,
+        help=f"read the bearer token from this file (env {TOKEN_FILE_ENV})",
     )
     parser.add_argument(
         "--token",
         type=token,
-        default=os.environ.get(f"{ENV_PREFIX}TOKEN"),
-        help=f"bearer token, if the server wants one (env {ENV_PREFIX}TOKEN)",
+        default=argparse.SUPPRESS if from_file or not defaults else env_token,
+        help=f"bearer token; visible to other users in `ps`: prefer --token-file (env {TOKEN_ENV})",
     )
 
 
@@ -41,6 +67,22 @@ def token(text: str) -> str:
     if not text.isprintable() or not text.isascii():
         raise argparse.ArgumentTypeError("a token is printable ASCII (it travels in a header)")
     return text
+
+
+def token_file(path: str) -> str:
+    """The token stored in the file at `path` (surrounding whitespace dropped)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise argparse.ArgumentTypeError(
+            f"cannot read the token file {path!r} ({reason}); "
+            f"it comes from --token-file or {TOKEN_FILE_ENV}"
+        ) from None
+    if not text:
+        raise argparse.ArgumentTypeError(f"the token file {path!r} is empty")
+    return token(text)
 
 
 def non_negative(text: str) -> float:

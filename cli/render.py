@@ -27,10 +27,15 @@ def status_line(job: JobObject | JobSummary, now: float) -> str:
     if status is JobStatus.RUNNING and started is not None:
         return f"running — {min(max(0.0, now - started), delay):.1f} of {delay:g} s"
     if status is JobStatus.DONE and started is not None and finished is not None:
-        return f"done in {finished - started:.1f} s"
+        return f"done in {duration(finished - started)}"
     if status is JobStatus.FAILED:
         return f"failed: {job.get('error') or 'no reason given'}"
     return status.value
+
+
+def duration(seconds: float) -> str:
+    """`0.35 s`, `2.50 s`, `12.3 s`: hundredths under 10 s, where a tenth is a large share."""
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def time_left(job: JobObject, now: float) -> float | None:
