@@ -410,7 +410,8 @@ def _parser() -> _Parser:
     _global_options(parser, defaults=True)
     shared = _Parser(add_help=False)
     _global_options(shared, defaults=False)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    # A given prog spares argparse a help formatter now, and so importing shutil (2 ms).
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", prog="taskrpc")
     parser.commands = []
 
     def command(

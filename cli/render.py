@@ -36,9 +36,3 @@ def status_line(job: JobObject | JobSummary, now: float) -> str:
 def duration(seconds: float) -> str:
     """`0.35 s`, `2.50 s`, `12.3 s`: hundredths under 10 s, where a tenth is a large share."""
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def time_left(job: JobObject, now: float) -> float | None:
-    """Seconds until the job should finish, while it is queued or running."""
-    finish = seconds(job["estimated_finish_at"])
-    return None if finish is None else max(0.0, finish - now)

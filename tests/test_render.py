@@ -10,7 +10,7 @@ import pytest
 from backend.protocol import JobObject
 from backend.store import iso
 from cli.live import LiveStatus
-from cli.render import duration, status_line, time_left
+from cli.render import duration, status_line
 from tests.conftest import until
 
 NOW = 1_800_000_000.0
@@ -52,12 +52,6 @@ def job(**fields: object) -> JobObject:
 def test_status_line(fields: dict[str, object], line: str) -> None:
     """Each status reads as one short line, from the job and a clock."""
     assert status_line(job(**fields), NOW) == line
-
-
-def test_time_left() -> None:
-    """Time left comes from the estimate; a finished job has none."""
-    assert time_left(job(estimated_finish_at=iso(NOW + 3)), NOW) == pytest.approx(3.0)
-    assert time_left(job(status="done"), NOW) is None
 
 
 class Terminal(io.StringIO):
