@@ -1,0 +1,181 @@
+"""The client library as a Python API: the sync client, `follow` on both clients, the README."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from backend.protocol import JobStatus
+from cli.client import Client
+from cli.sync import (
+    Disconnected,
+    JobNotFound,
+    NotTaskrpc,
+    ResultNotReady,
+    SyncClient,
+    Unreachable,
+)
+from tests.conftest import ServerProcess, spawn_server
+
+README = Path(__file__).parent.parent / "README.md"
+EXAMPLE = re.compile(
+    r"<!-- this example is run by tests/test_cli_api.py -->\n```python\n(.*?)```", re.S
+)
+
+
+@pytest.fixture
+def slow_server() -> Iterator[ServerProcess]:
+    """Real delays (reverse 2 s, repeat 7 s): jobs stay queued or running while we look."""
+    started = spawn_server("--time-scale", "1")
+    yield started
+    started.reap()
+
+
+def test_the_readme_example_runs(server_process: ServerProcess) -> None:
+    """The README's Python example, run as written against a real server, prints the result."""
+    found = EXAMPLE.search(README.read_text(encoding="utf-8"))
+    assert found, "the README lost its marked Python example"
+    code = found.group(1).replace("http://127.0.0.1:8765", server_process.url)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = done.stdout.decode("utf-8").splitlines()
+    assert done.returncode == 0, done.stderr
+    assert out[-1] == "ремирп"
+    assert [line.split()[0] for line in out[:-1]][-1] == "done"
+
+
+def test_errors_are_the_classes_the_server_raised(slow_server: ServerProcess) -> None:
+    """JSON-RPC errors arrive as the protocol module's exception classes."""
+    with SyncClient(slow_server.url) as client:
+        with pytest.raises(JobNotFound):
+            client.status("nosuchjob")
+        job = client.submit("repeat", "x")
+        with pytest.raises(ResultNotReady) as not_ready:
+            client.result(job["id"])
+        assert not_ready.value.data["status"] in ("queued", "running")
+        client.cancel(job["id"])
+
+
+def test_follow_yields_each_change_until_done(server_process: ServerProcess) -> None:
+    """follow yields the job now, then at each change, and ends once it is done."""
+    with SyncClient(f"{server_process.url}/rpc") as client:  # the curl URL works too
+        job = client.submit("swap", "пример")
+        seen = [job["status"] for job in client.follow(job["id"])]
+    assert seen[0] in ("queued", "running")
+    assert seen[-1] == JobStatus.DONE
+    assert "running" in seen or seen[0] == "running"
+
+
+def test_follow_ends_at_its_timeout(slow_server: ServerProcess) -> None:
+    """With a timeout, follow stops when it runs out; the last job yielded is not finished."""
+    with SyncClient(slow_server.url) as client:
+        job = client.submit("repeat", "x")
+        began = time.monotonic()
+        last = list(client.follow(job, timeout=0.3))[-1]
+        client.cancel(job["id"])
+    assert 0.3 <= time.monotonic() - began < 3
+    assert not JobStatus(last["status"]).finished
+
+
+def test_unreachable() -> None:
+    """Nothing listening: Unreachable, saying where and why."""
+    with SyncClient("http://127.0.0.1:9") as client, pytest.raises(Unreachable) as caught:
+        client.types()
+    assert "cannot reach http://127.0.0.1:9" in str(caught.value)
+
+
+class Recorder:
+    """A stand-in server that answers every call with `[]` and notes each connection's port."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self.drop_after = False  # close the connection shortly after answering
+
+    async def answer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        assert request.transport is not None
+        self.ports.append(request.transport.get_extra_info("peername")[1])
+        if self.drop_after:
+            asyncio.get_running_loop().call_later(0.05, request.transport.close)
+        return web.json_response({"jsonrpc": "2.0", "result": [], "id": body["id"]})
+
+
+async def serve(recorder: Recorder) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/rpc", recorder.answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def calls(url: str, *, pause: float = 0, then_submit: bool = False) -> Any:
+    """Two calls on one client, `pause` s apart (run in a thread: the server is in our loop)."""
+    with SyncClient(url) as client:
+        client.types()
+        time.sleep(pause)
+        return client.submit("reverse", "x") if then_submit else client.types()
+
+
+async def test_one_keep_alive_connection() -> None:
+    """All calls of a client travel on one connection."""
+    recorder = Recorder()
+    runner, url = await serve(recorder)
+    try:
+        await asyncio.to_thread(calls, url)
+    finally:
+        await runner.cleanup()
+    assert len(recorder.ports) == 2
+    assert len(set(recorder.ports)) == 1
+
+
+async def test_a_dropped_idle_connection_is_reopened_but_submit_is_never_resent() -> None:
+    """A call on a connection the server closed is sent again on a new one; a submit is not."""
+    recorder = Recorder()
+    recorder.drop_after = True
+    runner, url = await serve(recorder)
+    try:
+        assert await asyncio.to_thread(calls, url, pause=0.3) == []
+        assert len(set(recorder.ports)) == 2
+        with pytest.raises(Disconnected):
+            await asyncio.to_thread(calls, url, pause=0.3, then_submit=True)
+        assert len(recorder.ports) == 3  # the submit never reached a handler
+    finally:
+        await runner.cleanup()
+
+
+def types_at(url: str) -> Any:
+    with SyncClient(url) as client:
+        return client.types()
+
+
+async def test_a_page_that_is_not_json_rpc() -> None:
+    """An HTTP answer that is not JSON-RPC is NotTaskrpc, asking whether the URL is right."""
+    recorder = Recorder()
+    runner, url = await serve(recorder)
+    try:
+        with pytest.raises(NotTaskrpc, match=r"is .* a taskrpc server"):
+            await asyncio.to_thread(types_at, f"{url}/other")
+    finally:
+        await runner.cleanup()
+
+
+async def test_async_follow(client: Client) -> None:
+    """The async client's follow: the same logic, as an async iterator, ending when done."""
+    job = await client.submit("reverse", "кот")
+    seen = [job["status"] async for job in client.follow(job["id"])]
+    assert seen[-1] == JobStatus.DONE
+    assert await client.result(job["id"]) == "ток"
