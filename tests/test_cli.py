@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from cli.main import ExitStatus
-from tests.conftest import BIN, ServerProcess, run_cli, spawn_server
+from tests.conftest import BIN, ServerProcess, run_cli, spawn_server, stand_in
 
 JOB_ID = re.compile(r"^[a-z2-7]{16}$")
 
@@ -358,11 +358,7 @@ async def test_ctrl_c_during_submit_still_tells_the_id() -> None:
 
     app = web.Application()
     app.router.add_post("/rpc", slow_submit)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with stand_in(app) as url:
         cli = await asyncio.create_subprocess_exec(
             str(BIN / "taskrpc"),
             "--url",
@@ -380,8 +376,6 @@ async def test_ctrl_c_during_submit_still_tells_the_id() -> None:
         assert b"waiting for the server's answer" in said
         release.set()
         out, err = await asyncio.wait_for(cli.communicate(), 30)
-    finally:
-        await runner.cleanup()
     assert cli.returncode == ExitStatus.INTERRUPTED
     assert out == b""
     assert "job abcdefghijklmnop was submitted and goes on" in err.decode()

@@ -24,7 +24,7 @@ from cli.sync import (
     SyncClient,
     Unreachable,
 )
-from tests.conftest import ServerProcess, spawn_server
+from tests.conftest import ServerProcess, spawn_server, stand_in
 
 README = Path(__file__).parent.parent / "README.md"
 EXAMPLE = re.compile(
@@ -113,13 +113,10 @@ class Recorder:
         return web.json_response({"jsonrpc": "2.0", "result": [], "id": body["id"]})
 
 
-async def serve(recorder: Recorder) -> tuple[web.AppRunner, str]:
+def recording(recorder: Recorder) -> web.Application:
     app = web.Application()
     app.router.add_post("/rpc", recorder.answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return app
 
 
 def calls(url: str, *, pause: float = 0, then_submit: bool = False) -> Any:
@@ -133,11 +130,8 @@ def calls(url: str, *, pause: float = 0, then_submit: bool = False) -> Any:
 async def test_one_keep_alive_connection() -> None:
     """All calls of a client travel on one connection."""
     recorder = Recorder()
-    runner, url = await serve(recorder)
-    try:
+    async with stand_in(recording(recorder)) as url:
         await asyncio.to_thread(calls, url)
-    finally:
-        await runner.cleanup()
     assert len(recorder.ports) == 2
     assert len(set(recorder.ports)) == 1
 
@@ -146,15 +140,12 @@ async def test_a_dropped_idle_connection_is_reopened_but_submit_is_never_resent(
     """A call on a connection the server closed is sent again on a new one; a submit is not."""
     recorder = Recorder()
     recorder.drop_after = True
-    runner, url = await serve(recorder)
-    try:
+    async with stand_in(recording(recorder)) as url:
         assert await asyncio.to_thread(calls, url, pause=0.3) == []
         assert len(set(recorder.ports)) == 2
         with pytest.raises(Disconnected):
             await asyncio.to_thread(calls, url, pause=0.3, then_submit=True)
         assert len(recorder.ports) == 3  # the submit never reached a handler
-    finally:
-        await runner.cleanup()
 
 
 def types_at(url: str) -> Any:
@@ -164,13 +155,9 @@ def types_at(url: str) -> Any:
 
 async def test_a_page_that_is_not_json_rpc() -> None:
     """An HTTP answer that is not JSON-RPC is NotTaskrpc, asking whether the URL is right."""
-    recorder = Recorder()
-    runner, url = await serve(recorder)
-    try:
+    async with stand_in(recording(Recorder())) as url:
         with pytest.raises(NotTaskrpc, match=r"is .* a taskrpc server"):
             await asyncio.to_thread(types_at, f"{url}/other")
-    finally:
-        await runner.cleanup()
 
 
 async def test_async_follow(client: Client) -> None:

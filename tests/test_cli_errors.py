@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from cli.main import ExitStatus
-from tests.conftest import BIN, FAST, ServerProcess, run_cli, spawn_server
+from tests.conftest import BIN, FAST, ServerProcess, run_cli, spawn_server, stand_in
 
 TOKEN = "s3cret-token"
 NASTY = "\x1b]2;PWNED\x07 hi \x1b[31mred\u202etxt.exe"  # retitle, recolour, reorder
@@ -209,11 +209,7 @@ async def test_a_server_that_is_not_taskrpc_is_exit_3() -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", not_found)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with stand_in(app) as url:
         cli = await asyncio.create_subprocess_exec(
             str(BIN / "taskrpc"),
             "--url",
@@ -224,8 +220,6 @@ async def test_a_server_that_is_not_taskrpc_is_exit_3() -> None:
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(cli.communicate(), 30)
-    finally:
-        await runner.cleanup()
     assert cli.returncode == ExitStatus.UNREACHABLE
     assert err.decode() == (
         f"taskrpc: {url}/elsewhere answered HTTP 404, not JSON-RPC: "
