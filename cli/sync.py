@@ -205,7 +205,10 @@ class SyncClient:
         except TimeoutError:
             self.close()
             raise TransportError(f"{self.url} did not answer within {timeout:g} s") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except http.client.HTTPException:  # e.g. an SSH or SMTP server's greeting
+            self.close()
+            raise NotTaskrpc(self.url, "something that is not HTTP") from None
+        except OSError as exc:
             self.close()
             raise Disconnected(f"talking to {self.url} failed: {_reason(exc)}") from None
         if reply.will_close:

@@ -166,3 +166,18 @@ async def test_async_follow(client: Client) -> None:
     seen = [job["status"] async for job in client.follow(job["id"])]
     assert seen[-1] == JobStatus.DONE
     assert await client.result(job["id"]) == "ток"
+
+
+async def test_a_service_that_is_not_http() -> None:
+    """A port where another protocol answers (an SSH greeting) is NotTaskrpc too."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(NotTaskrpc, match=r"answered something that is not HTTP"):
+            await asyncio.to_thread(types_at, f"http://127.0.0.1:{port}")
