@@ -389,7 +389,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The options that work before or after the command (only the main parser defaults them)."""
-    add_connection_options(parser, defaults=defaults)
+    add_connection_options(parser, defaults=defaults, token_file=True)
     unset: Any = False if defaults else argparse.SUPPRESS
     parser.add_argument("--json", action="store_true", default=unset, help="print JSON, errors too")
     parser.add_argument(
