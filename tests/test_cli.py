@@ -379,4 +379,5 @@ async def test_ctrl_c_during_submit_still_tells_the_id() -> None:
     assert cli.returncode == ExitStatus.INTERRUPTED
     assert out == b""
     assert "job abcdefghijklmnop was submitted and goes on" in err.decode()
+    assert f"taskrpc --url {url} wait --id abcdefghijklmnop" in err.decode()
     assert b"Traceback" not in err
