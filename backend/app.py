@@ -1,23 +1,22 @@
-"""The aiohttp application: routes, the token check, and the worker's lifecycle."""
+"""The aiohttp application: the gate, the routes, and the worker's lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from backend import ws
-from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode, bearer
-from backend.rpc import Api, dumps
+from backend.envelope import dumps, error
+from backend.gate import HTTP_LOG, TOKEN_SHOWN, Gate, too_large
+from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
+from backend.rpc import Api
 from backend.settings import Settings
 from backend.store import Limits, MemoryStore, Store
 from backend.worker import Worker
-from backend.ws import same_secret
 
 logger = logging.getLogger("taskrpc.app")
 
@@ -28,13 +27,16 @@ STORE = web.AppKey("store", Store)
 API = web.AppKey("api", Api)
 WORKER = web.AppKey("worker", asyncio.Task[None])
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def create_app(settings: Settings) -> web.Application:
     """Build the server for `settings`; the worker starts and stops with the app."""
-    middlewares = [_token_check(settings.token)] if settings.token is not None else []
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[Gate.from_settings(settings).middleware()],
+        # A compressed body is refused by the gate; never inflate one, even while refusing it.
+        # Requests aiohttp cannot parse are logged through a filter: one line, rate-limited.
+        handler_args={"auto_decompress": False, "logger": HTTP_LOG},
+    )
     store = MemoryStore(limits(settings))
     app[SETTINGS] = settings
     app[STORE] = store
@@ -71,14 +73,14 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
 
 
 async def rpc(request: web.Request) -> web.Response:
-    """POST /rpc: one JSON-RPC request or batch."""
-    limit = request.app[SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)  # refused before reading a byte of it
+    """POST /rpc: one JSON-RPC request or batch (the gate has checked the head)."""
     try:
         body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
+    except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+        return too_large(request.app[SETTINGS].max_body_bytes)
+    except web.RequestPayloadError as exc:  # a body that broke its own framing
+        broken = error(ErrorCode.PARSE_ERROR, "Parse error", f"the body could not be read: {exc}")
+        return web.Response(status=400, body=dumps(broken), content_type="application/json")
     answer = await request.app[API].handle(body)
     if answer is None:
         return web.Response(status=204)
@@ -86,11 +88,18 @@ async def rpc(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /healthz: is the server up, how long is the queue, is a job running."""
+    """GET /healthz: is the server up; with the token, how long is the queue, what runs.
+
+    Without the token (a load balancer's probe) it says only "ok" or, with 503, "error".
+    """
+    shown = request[TOKEN_SHOWN]
+    if request.app[WORKER].done():
+        details = {"worker": "stopped"} if shown else {}
+        return web.json_response({"status": "error", **details}, status=503)
+    if not shown:
+        return web.json_response({"status": "ok"})
     store = request.app[STORE]
     running = store.running
-    if request.app[WORKER].done():
-        return web.json_response({"status": "error", "worker": "stopped"}, status=503)
     return web.json_response(
         {
             "status": "ok",
@@ -99,42 +108,6 @@ async def health(request: web.Request) -> web.Response:
             "running_id": running.id if running is not None else None,
         }
     )
-
-
-def _error_body(code: ErrorCode, message: str) -> str:
-    return json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})
-
-
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        text=_error_body(
-            ErrorCode.INVALID_REQUEST,
-            f"request body is larger than the server's limit of {limit} bytes",
-        ),
-        content_type="application/json",
-    )
-
-
-def _token_check(token: str) -> Middleware:
-    expected = bearer(token)
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == WS_PATH and request.headers.get("Upgrade", "").lower() == "websocket":
-            return await handler(request)  # the socket checks a header or its first message
-        if not same_secret(request.headers.get("Authorization", ""), expected):
-            raise web.HTTPUnauthorized(
-                text=_error_body(
-                    ErrorCode.UNAUTHORIZED,
-                    "missing or wrong token: send the header 'Authorization: Bearer <token>'",
-                ),
-                content_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="taskrpc"'},
-            )
-        return await handler(request)
-
-    return check
 
 
 def limits(settings: Settings) -> Limits:

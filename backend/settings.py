@@ -63,8 +63,31 @@ class Settings:
     )
     log_level: str = field(default="info", metadata={"help": "one of " + ", ".join(LOG_LEVELS)})
     access_log: bool = field(default=False, metadata={"help": "log every HTTP request"})
+    allow_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--allow-host",
+            "help": "without a token, also serve requests addressed to this Host name "
+            "(repeatable; '*' turns the Host check off)",
+        },
+    )
+    allow_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--allow-origin",
+            "help": "serve browser requests from this origin, e.g. https://app.example "
+            "(repeatable; '*' allows every origin)",
+        },
+    )
+    token_file: str | None = field(
+        default=None,
+        metadata={"help": "read the token from this file (not visible in ps, unlike --token)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.token_file is not None and self.token is None:
+            # Frozen: the token read from the file is set once, here, like any other field.
+            object.__setattr__(self, "token", _read_token(self.token_file))
         problems = list(self._problems())
         if problems:
             raise ValueError("; ".join(problems))
@@ -92,6 +115,8 @@ class Settings:
             yield f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
         if self.token == "":
             yield "token must not be empty"
+        if self.token_file is not None and self.token != _read_token(self.token_file):
+            yield "give the token once: --token (TASKRPC_TOKEN) or --token-file, not both"
         if self.token is None and not self.insecure and not is_loopback(self.host):
             yield (
                 f"refusing to listen on {self.host!r} without a token: anyone who can reach "
@@ -133,6 +158,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def token_on_command_line(argv: Sequence[str] | None = None) -> bool:
+    """True if `argv` (default: this process's) carries --token: every user can read it in ps."""
+    namespace, _ = _parser().parse_known_args(argv)
+    return namespace.token is not None
+
+
+def _read_token(path: str) -> str:
+    """The token in `path`: its first line, without the line break (empty if none)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"cannot read the token file {path!r}: {reason}") from None
+    if not token:
+        raise ValueError(f"the token file {path!r} is empty")
+    return token
+
+
 def _convert(kind: object, text: str) -> object:
     if kind == "bool":
         lowered = text.strip().lower()
@@ -145,6 +189,8 @@ def _convert(kind: object, text: str) -> object:
         return int(text)
     if kind == "float":
         return float(text)
+    if kind == "tuple[str, ...]":  # a list: comma-separated
+        return tuple(item.strip() for item in text.split(",") if item.strip())
     return text
 
 
@@ -160,12 +206,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"taskrpc {__version__}")
     for f in dataclasses.fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.type == "bool":
             parser.add_argument(
                 flag, action="store_const", const=True, default=None, help=help_text
             )
+            continue
+        if f.type == "tuple[str, ...]":
+            help_text = f"{f.metadata['help']}; env: comma-separated"
+            parser.add_argument(flag, action="append", dest=f.name, default=None, help=help_text)
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
         extra: dict[str, Any] = {"choices": LOG_LEVELS} if f.name == "log_level" else {}

@@ -1,9 +1,10 @@
 """GET /ws: JSON-RPC 2.0 over a WebSocket, and live job notifications for subscribers.
 
-Every method of `/rpc` works on the socket (answered by the same `Api.handle`),
-plus `auth` and `subscribe`. A subscriber gets a snapshot, then one `jobs.changed`
-notification per burst of changes: the hub collects changed jobs and sends them
-every `COALESCE` seconds, serialized once for all subscribers.
+Every method of `/rpc` works on the socket, plus `auth` and `subscribe`: every message,
+the first one too, is checked and answered by the same `envelope.Dispatcher` as `/rpc`.
+A subscriber gets a snapshot, then one `jobs.changed` notification per burst of changes:
+the hub collects changed jobs and sends them every `COALESCE` seconds, serialized once
+for all subscribers.
 
 A slow or dead subscriber never slows anyone else: each connection has its own
 writer task and a bounded backlog of notifications. When the backlog overflows,
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import itertools
-import json
 import logging
 from collections import deque
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from jsonrpcserver import Result, Success
 
+from backend.envelope import Response, check, dumps, failure, parse
+from backend.gate import TOKEN_SHOWN, same_secret
 from backend.protocol import (
     WS_PATH,
     Changes,
@@ -33,13 +35,15 @@ from backend.protocol import (
     Snapshot,
     SocketMethod,
     Unauthorized,
-    bearer,
 )
-from backend.rpc import Api, dumps
+from backend.rpc import Api
 from backend.store import Job, Store
 
 logger = logging.getLogger("taskrpc.ws")
-_LOCAL = frozenset(SocketMethod)
+REFUSAL = (
+    "missing or wrong token: send the header 'Authorization: Bearer <token>' or, "
+    'as the first message, {"method": "auth", "params": {"token": "<token>"}}'
+)
 
 COALESCE = 0.05  # seconds between two notifications to subscribers
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024  # notifications waiting for one slow subscriber
@@ -84,9 +88,7 @@ class Hub:
         connection = Connection(self, ws)
         self.connections.add(connection)
         try:
-            await connection.serve(
-                authorized=self._authorized(request.headers.get("Authorization"))
-            )
+            await connection.serve(authorized=request[TOKEN_SHOWN])  # the gate's verdict
         finally:
             self.connections.discard(connection)
             self.subscribers.discard(connection)
@@ -115,10 +117,6 @@ class Hub:
     def check_token(self, given: str) -> bool:
         """True if `given` is the server's token (compared in constant time)."""
         return self.token is None or same_secret(given, self.token)
-
-    def _authorized(self, header: str | None) -> bool:
-        """The same rule as HTTP: exactly `Bearer <token>`."""
-        return self.token is None or same_secret(header or "", bearer(self.token))
 
     def _on_change(self, job: Job) -> None:
         if not self.subscribers:
@@ -166,6 +164,10 @@ class Connection:
         self._ready = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._authorized = False
+        self._dispatcher = hub.api.dispatcher.extended(
+            {SocketMethod.AUTH: self.auth, SocketMethod.SUBSCRIBE: self.subscribe}
+        )
 
     async def serve(self, *, authorized: bool) -> None:
         """Answer messages until the socket closes; then stop everything this socket started."""
@@ -202,31 +204,34 @@ class Connection:
             task.add_done_callback(self._tasks.discard)
 
     async def _authorize(self) -> bool:
-        """Accept an `auth` request with the right token as the first message, or close."""
-        request_id: Any = None
+        """Accept an `auth` request with the right token as the first message, or close.
+
+        The first message is checked like any other: a malformed one gets its own error.
+        """
         try:
             message = await self.ws.receive(timeout=AUTH_TIMEOUT)
-            request = json.loads(message.data) if message.type is WSMsgType.TEXT else None
-        except (TimeoutError, ValueError, RecursionError):
-            request = None
-        if isinstance(request, dict):
-            request_id = request.get("id")
-            params = request.get("params")
-            token = params.get("token") if isinstance(params, dict) else None
-            if (
-                request.get("method") == SocketMethod.AUTH
-                and isinstance(token, str)
-                and self.hub.check_token(token)
-            ):
-                await self.ws.send_str(_dumps(_success(request_id, True)))
-                return True
-        refusal = Unauthorized(
-            "missing or wrong token: send the header 'Authorization: Bearer <token>' or, "
-            'as the first message, {"method": "auth", "params": {"token": "<token>"}}'
-        )
-        await self.ws.send_str(_dumps(_failure(request_id, refusal)))
+        except TimeoutError:
+            message = None
+        answer: Response | None = failure(Unauthorized(REFUSAL))
+        if message is not None and message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            answer = await self._first(_utf8(message.data))
+        if self._authorized:
+            if answer is not None:
+                await self.ws.send_str(_dumps(answer))
+            return True
+        await self.ws.send_str(_dumps(answer or failure(Unauthorized(REFUSAL))))
         await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unauthorized")
         return False
+
+    async def _first(self, raw: bytes) -> Response | None:
+        """The answer to the first message of a socket that has not shown the token."""
+        try:
+            request = check(parse(raw))
+        except RpcError as exc:
+            return failure(exc)
+        if request["method"] != SocketMethod.AUTH:
+            return failure(Unauthorized(REFUSAL), request.get("id"))
+        return await self._dispatcher.one(request)
 
     async def _answer(self, data: str | bytes) -> None:
         answered = False
@@ -242,35 +247,18 @@ class Connection:
                 self._slots.release()
 
     async def _dispatch(self, data: str | bytes) -> str | None:
-        raw = data.encode("utf-8") if isinstance(data, str) else data
-        try:
-            request = json.loads(raw)
-        except (ValueError, RecursionError):
-            request = None  # Api.handle answers with the parse error
-        if isinstance(request, dict) and request.get("method") in _LOCAL:
-            return self._local(request)
-        answer = await self.hub.api.handle(raw)
+        answer = await self._dispatcher.answer(_utf8(data))
         return None if answer is None else _dumps(answer)
 
-    def _local(self, request: dict[str, Any]) -> str | None:
-        """Answer `auth` (already authorized: a no-op) or `subscribe`."""
-        request_id = request.get("id")
-        try:
-            result: Any = True
-            if request["method"] == SocketMethod.SUBSCRIBE:
-                result = self._subscribe(request.get("params"))
-        except RpcError as exc:
-            answer = _failure(request_id, exc)
-        else:
-            answer = _success(request_id, result)
-        return None if "id" not in request else _dumps(answer)
+    async def auth(self, token: object) -> Result:
+        """Show the token (the first message, when the upgrade carried none); true if right."""
+        if not isinstance(token, str) or not self.hub.check_token(token):
+            raise Unauthorized(REFUSAL)
+        self._authorized = True
+        return Success(True)
 
-    def _subscribe(self, params: object) -> Snapshot:
-        limit: object = DEFAULT_SNAPSHOT
-        if isinstance(params, dict):
-            limit = params.get("limit", DEFAULT_SNAPSHOT)
-        elif isinstance(params, list) and params:
-            limit = params[0]
+    async def subscribe(self, limit: object = DEFAULT_SNAPSHOT) -> Result:
+        """A snapshot of the newest `limit` jobs now, then `jobs.changed` notifications."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SNAPSHOT:
             raise InvalidParams(
                 f"limit must be a whole number from 1 to {MAX_SNAPSHOT}, not {limit!r}"
@@ -279,7 +267,7 @@ class Connection:
         self._out = deque(item for item in self._out if not item[1])
         self._backlog = 0
         self.hub.subscribers.add(self)
-        return self.hub.snapshot(limit)
+        return Success(self.hub.snapshot(limit))
 
     def _overflow(self) -> None:
         logger.warning(
@@ -320,22 +308,8 @@ def setup(app: web.Application, queue: Store, api: Api, token: str | None, max_m
     return hub
 
 
-def same_secret(given: str, expected: str) -> bool:
-    """Compare a secret in constant time, whatever characters `given` holds."""
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
-
-
-def _success(request_id: Any, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "result": result, "id": request_id}
-
-
-def _failure(request_id: Any, exc: RpcError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": int(exc.code), "message": exc.message}
-    if exc.data is not None:
-        error["data"] = exc.data
-    return {"jsonrpc": "2.0", "error": error, "id": request_id}
+def _utf8(data: str | bytes) -> bytes:
+    return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
 
 
 def _dumps(value: Any) -> str:

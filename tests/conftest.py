@@ -51,6 +51,7 @@ class Server:
         """POST bytes, a string or a value as JSON to /rpc; returns (HTTP status, JSON or None)."""
         if not isinstance(body, bytes | str):
             body = json.dumps(body)
+        headers = {"Content-Type": "application/json", **(headers or {})}
         async with (
             aiohttp.ClientSession() as session,
             session.post(self.url + "/rpc", data=body, headers=headers) as reply,

@@ -15,6 +15,7 @@ from backend.protocol import RPC_PATH, ErrorCode, JobStatus
 from tests.conftest import Server, StartServer, until
 
 Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+JSON = "Content-Type: application/json"
 
 
 async def connect(server: Server) -> Raw:
@@ -27,7 +28,7 @@ async def connect(server: Server) -> Raw:
 def head(length: int | None, *extra: str) -> bytes:
     """The request line and headers of a POST to /rpc; chunked when `length` is None."""
     size = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
-    lines = [f"POST {RPC_PATH} HTTP/1.1", "Host: 127.0.0.1", size, *extra, "", ""]
+    lines = [f"POST {RPC_PATH} HTTP/1.1", "Host: 127.0.0.1", JSON, size, *extra, "", ""]
     return "\r\n".join(lines).encode("ascii")
 
 

@@ -21,7 +21,8 @@ WAITERS = 50
 
 async def call(session: aiohttp.ClientSession, url: str, method: str, params: Any) -> Any:
     """One JSON-RPC call; returns its result."""
-    async with session.post(url + "/rpc", data=request(method, params)) as reply:
+    headers = {"Content-Type": "application/json"}
+    async with session.post(url + "/rpc", data=request(method, params), headers=headers) as reply:
         answer = await reply.json()
     return answer["result"]
 
