@@ -111,7 +111,6 @@ async def test_every_method_works_with_the_token(guarded: tuple[Server, str]) ->
 @pytest.mark.parametrize(
     ("verb", "path"),
     [
-        ("GET", HEALTH_PATH),
         ("GET", RPC_PATH),
         ("GET", "/"),
         ("GET", "/jobs"),
@@ -137,6 +136,15 @@ async def test_no_endpoint_answers_without_the_token(
     assert SECRET not in body
     assert job_id not in body
     assert all(job not in body for job in server.store._jobs)
+
+
+async def test_health_without_the_token_reveals_no_job(guarded: tuple[Server, str]) -> None:
+    """/healthz without the token is a bare "ok": no count, no running id."""
+    server, job_id = guarded
+    server.queue.submit("repeat", SECRET)
+    async with aiohttp.ClientSession() as session, session.get(server.url + HEALTH_PATH) as reply:
+        assert reply.status == 200
+        assert await reply.json() == {"status": "ok"}
 
 
 async def test_health_answers_with_the_token(guarded: tuple[Server, str]) -> None:

@@ -13,9 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backend.app import WORKER
+from backend.envelope import QuickSignature
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import ErrorCode, JobStatus
-from backend.rpc import Api, QuickSignature
+from backend.rpc import Api
 from backend.store import MemoryStore
 from tests.conftest import Server, StartServer, until
 
