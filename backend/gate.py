@@ -198,7 +198,8 @@ class MalformedRequests(logging.Filter):
         record.msg = "malformed HTTP request from %s: %s (status %s)%s"
         more = f"; {self._dropped} more not logged" if self._dropped else ""
         record.args = (remote, reason[1:-1][:200], exc.code, more)
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.levelno = min(record.levelno, logging.WARNING)  # aiohttp's debug lines stay so
+        record.levelname = logging.getLevelName(record.levelno)
         record.exc_info, record.exc_text = None, None
         self._dropped = 0
         return True

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from backend.app import start
-from backend.settings import Settings
+from backend.settings import Settings, token_on_command_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if token_on_command_line(argv):
+        logging.getLogger("taskrpc").warning(
+            "--token is visible to every user of this machine (ps, /proc/PID/cmdline): "
+            "use --token-file PATH or TASKRPC_TOKEN instead"
+        )
     try:
         asyncio.run(serve(settings))
     except OSError as exc:

@@ -137,7 +137,9 @@ async def test_with_a_token_the_host_is_not_checked(start_server: StartServer) -
     """A page cannot know the token, so with one set any Host is served to whoever has it."""
     server = await start_server(token=TOKEN)
     auth = f"Authorization: Bearer {TOKEN}"
-    status, _ = await send(server, raw("POST", RPC_PATH, "Host: tasks.lan", auth, JSON, body=SUBMIT))
+    status, _ = await send(
+        server, raw("POST", RPC_PATH, "Host: tasks.lan", auth, JSON, body=SUBMIT)
+    )
     assert status == 200
 
 
@@ -274,7 +276,9 @@ async def test_health_without_the_token_says_only_ok(start_server: StartServer) 
     server.queue.submit("repeat", "secret text")
     status, body = await send(server, raw("GET", HEALTH_PATH, "Host: 127.0.0.1"))
     assert (status, body) == (200, {"status": "ok"})
-    status, body = await send(server, raw("GET", HEALTH_PATH, "Host: 127.0.0.1", "Authorization: x"))
+    status, body = await send(
+        server, raw("GET", HEALTH_PATH, "Host: 127.0.0.1", "Authorization: x")
+    )
     assert (status, body) == (200, {"status": "ok"})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
