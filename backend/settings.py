@@ -136,7 +136,7 @@ class Settings:
             given = getattr(namespace, f.name)
             env = environ.get(ENV_PREFIX + f.name.upper())
             if given is not None:
-                values[f.name] = given
+                values[f.name] = tuple(given) if isinstance(given, list) else given
             elif env is not None:
                 try:
                     values[f.name] = _convert(f.type, env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,36 @@ def test_public_address_needs_token_or_insecure() -> None:
         Settings(host="0.0.0.0")
     assert Settings(host="0.0.0.0", token="t").token == "t"
     assert Settings(host="0.0.0.0", insecure=True).insecure
+
+
+def test_token_file_keeps_the_token_out_of_ps(tmp_path: Path) -> None:
+    """With --token-file the token is not in /proc/PID/cmdline, and the server requires it."""
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    server = spawn_server("--time-scale", "0", "--token-file", str(secret))
+    try:
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        assert TOKEN.encode() not in cmdline
+        assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": ""}).returncode != 0
+        assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": TOKEN}).returncode == 0
+    finally:
+        server.stop()
+    assert server.process.stderr is not None
+    errors = server.process.stderr.read()
+    server.reap()
+    assert "visible" not in errors
+
+
+def test_token_on_the_command_line_is_warned_about() -> None:
+    """--token still works, but the server logs that every user can read it in ps."""
+    server = spawn_server("--time-scale", "0", "--token", TOKEN)
+    try:
+        assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": TOKEN}).returncode == 0
+    finally:
+        server.stop()
+    assert server.process.stderr is not None
+    errors = server.process.stderr.read()
+    server.reap()
+    assert "WARNING" in errors
+    assert "--token is visible to every user" in errors
+    assert TOKEN not in errors

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from backend.settings import Settings
+from backend.settings import Settings, token_on_command_line
 
 
 def test_defaults() -> None:
@@ -44,3 +46,55 @@ def test_bad_settings_are_usage_errors(
         Settings.from_args(argv, environ=environ)
     assert exited.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_allow_lists_from_repeated_flags_or_comma_separated_environment() -> None:
+    """--allow-host and --allow-origin repeat; their variables are comma-separated lists."""
+    flags = ["--allow-host", "a.lan", "--allow-host", "b.lan", "--allow-origin", "https://x.io"]
+    settings = Settings.from_args(flags, environ={"TASKRPC_ALLOW_HOSTS": "ignored"})
+    assert settings.allow_hosts == ("a.lan", "b.lan")
+    assert settings.allow_origins == ("https://x.io",)
+    environ = {"TASKRPC_ALLOW_HOSTS": "a.lan, b.lan,", "TASKRPC_ALLOW_ORIGINS": "*"}
+    settings = Settings.from_args([], environ=environ)
+    assert (settings.allow_hosts, settings.allow_origins) == (("a.lan", "b.lan"), ("*",))
+
+
+def test_token_from_a_file(tmp_path: Path) -> None:
+    """--token-file or TASKRPC_TOKEN_FILE: the file's first line, without its line break."""
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    assert Settings.from_args(["--token-file", str(secret)], environ={}).token == "s3cret"
+    environ = {"TASKRPC_TOKEN_FILE": str(secret)}
+    assert Settings.from_args([], environ=environ).token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("content", "argv", "says"),
+    [
+        (None, [], "cannot read the token file"),
+        ("\n", [], "is empty"),
+        ("s3cret\n", ["--token", "other"], "not both"),
+    ],
+)
+def test_a_bad_token_file_is_a_usage_error(
+    tmp_path: Path,
+    content: str | None,
+    argv: list[str],
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A missing or empty token file, or a token given twice, exits 2 saying so."""
+    secret = tmp_path / "token"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(SystemExit) as exited:
+        Settings.from_args(["--token-file", str(secret), *argv], environ={})
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_token_on_the_command_line_is_noticed() -> None:
+    """The server can tell a --token on its command line (visible in ps) from other sources."""
+    assert token_on_command_line(["--port", "0", "--token", "x"])
+    assert token_on_command_line(["--token=x"])
+    assert not token_on_command_line(["--token-file", "/dev/null", "--port", "0"])
