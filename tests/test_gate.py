@@ -68,7 +68,7 @@ def assert_refused(status: int, body: Any, expected: int, says: str) -> None:
 
 def nothing_ran(server: Server) -> bool:
     """No job was submitted."""
-    return sum(server.queue.counts().values()) == 0
+    return sum(server.store.counts().values()) == 0
 
 
 FOREIGN_HOSTS = [
@@ -273,7 +273,7 @@ async def test_the_gate_answers_in_order_without_reading_the_body(
 async def test_health_without_the_token_says_only_ok(start_server: StartServer) -> None:
     """A probe needs no secret: /healthz without the token is {"status": "ok"}, no details."""
     server = await start_server(token=TOKEN)
-    server.queue.submit("repeat", "secret text")
+    await server.store.submit("repeat", "secret text")
     status, body = await send(server, raw("GET", HEALTH_PATH, "Host: 127.0.0.1"))
     assert (status, body) == (200, {"status": "ok"})
     status, body = await send(

@@ -141,7 +141,7 @@ async def test_no_endpoint_answers_without_the_token(
 async def test_health_without_the_token_reveals_no_job(guarded: tuple[Server, str]) -> None:
     """/healthz without the token is a bare "ok": no count, no running id."""
     server, _ = guarded
-    server.queue.submit("repeat", SECRET)
+    await server.store.submit("repeat", SECRET)
     async with aiohttp.ClientSession() as session, session.get(server.url + HEALTH_PATH) as reply:
         assert reply.status == 200
         assert await reply.json() == {"status": "ok"}
