@@ -11,7 +11,7 @@ from backend.protocol import Method
 from backend.settings import Settings, is_loopback
 from cli.client import Client
 from cli.main import ExitStatus
-from tests.conftest import StartServer, run_cli, spawn_server
+from tests.conftest import ServerProcess, StartServer, run_cli, spawn_server
 
 TOKEN = "s3cret-token"
 ALL_METHODS = [m.value for m in Method]
@@ -110,6 +110,15 @@ def test_public_address_needs_token_or_insecure() -> None:
     assert Settings(host="0.0.0.0", insecure=True).insecure
 
 
+def log_after_stop(server: ServerProcess) -> str:
+    """Stop `server` and return everything it logged (its stderr)."""
+    server.stop()
+    assert server.process.stderr is not None
+    errors = server.process.stderr.read()
+    server.reap()
+    return errors
+
+
 def test_token_file_keeps_the_token_out_of_ps(tmp_path: Path) -> None:
     """With --token-file the token is not in /proc/PID/cmdline, and the server requires it."""
     secret = tmp_path / "token"
@@ -121,10 +130,7 @@ def test_token_file_keeps_the_token_out_of_ps(tmp_path: Path) -> None:
         assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": ""}).returncode != 0
         assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": TOKEN}).returncode == 0
     finally:
-        server.stop()
-    assert server.process.stderr is not None
-    errors = server.process.stderr.read()
-    server.reap()
+        errors = log_after_stop(server)
     assert "visible" not in errors
 
 
@@ -134,10 +140,7 @@ def test_token_on_the_command_line_is_warned_about() -> None:
     try:
         assert run_cli("types", url=server.url, env={"TASKRPC_TOKEN": TOKEN}).returncode == 0
     finally:
-        server.stop()
-    assert server.process.stderr is not None
-    errors = server.process.stderr.read()
-    server.reap()
+        errors = log_after_stop(server)
     assert "WARNING" in errors
     assert "--token is visible to every user" in errors
     assert TOKEN not in errors
