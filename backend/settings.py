@@ -165,10 +165,10 @@ def token_on_command_line(argv: Sequence[str] | None = None) -> bool:
 
 
 def _read_token(path: str) -> str:
-    """The token in `path`: its first line, without the line break (empty if none)."""
+    """The token in `path`, surrounding whitespace dropped (as the clients read it)."""
     try:
         with open(path, encoding="utf-8") as file:
-            token = file.readline().rstrip("\r\n")
+            token = file.read(4096).strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ValueError(f"cannot read the token file {path!r}: {reason}") from None

@@ -60,9 +60,9 @@ def test_allow_lists_from_repeated_flags_or_comma_separated_environment() -> Non
 
 
 def test_token_from_a_file(tmp_path: Path) -> None:
-    """--token-file or TASKRPC_TOKEN_FILE: the file's first line, without its line break."""
+    """--token-file or TASKRPC_TOKEN_FILE: the file's text without surrounding whitespace."""
     secret = tmp_path / "token"
-    secret.write_text("s3cret\n")
+    secret.write_text(" s3cret\n")
     assert Settings.from_args(["--token-file", str(secret)], environ={}).token == "s3cret"
     environ = {"TASKRPC_TOKEN_FILE": str(secret)}
     assert Settings.from_args([], environ=environ).token == "s3cret"
