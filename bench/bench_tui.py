@@ -21,7 +21,7 @@ from backend.protocol import Changes, JobStatus
 from backend.settings import Settings
 from bench.common import Row, log
 from cli.client import Client
-from tui.app import Dashboard, JobTable
+from tui.app import Dashboard
 
 JOBS = 10_000
 BURST = 1_000
@@ -59,7 +59,8 @@ async def measure() -> dict[str, float]:
         async with Client(url) as client:
             dashboard = Dashboard(client)
             longest = 0.0
-            apply = dashboard.apply_changes
+            screen = dashboard.jobs_screen
+            apply = screen.apply_changes
 
             def timed(changes: Changes) -> None:
                 nonlocal longest
@@ -67,10 +68,10 @@ async def measure() -> dict[str, float]:
                 apply(changes)
                 longest = max(longest, time.perf_counter() - began)
 
-            dashboard.apply_changes = timed  # type: ignore[method-assign]
+            screen.apply_changes = timed  # type: ignore[method-assign]
             began = time.perf_counter()
             async with dashboard.run_test(size=(120, 36)) as pilot:
-                table = dashboard.query_one(JobTable)
+                table = screen.table
                 await _until(lambda: table.row_count == JOBS)
                 await pilot.pause()
                 figures["load"] = time.perf_counter() - began

@@ -12,9 +12,11 @@ from textual.widgets import Input, Static
 
 from backend.protocol import InvalidParams, JobObject, JobStatus, JobUpdate, Snapshot
 from cli.client import Subscription
-from tui.app import Dashboard, Link
+from tui.app import Dashboard
+from tui.status import Link
 
-SIZE = (120, 36)
+SIZES = [(120, 36), (80, 24), (60, 15)]
+sizes = pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 BASE = 1_798_804_800.0  # 2027-01-01T12:00:00Z
 NOW = BASE + 30.0
 TYPES = [
@@ -139,17 +141,20 @@ async def loaded(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, Dashboard)
     app.set_link(Link.CONNECTED)
-    app.apply_snapshot(SNAPSHOT)
-    app.query_one("#jobs").move_cursor(row=2)  # type: ignore[attr-defined]
+    app.jobs_screen.apply_snapshot(SNAPSHOT)
+    app.jobs_screen.table.move_to(JOBS[2]["id"])
     await pilot.pause()
 
 
-def test_main_screen_with_every_status(snap_compare: Any) -> None:
-    """The table shows each status in its colour and word; markup in text stays literal."""
-    assert snap_compare(dashboard(), terminal_size=SIZE, run_before=loaded)
+@sizes
+def test_main_screen_with_every_status(snap_compare: Any, size: tuple[int, int]) -> None:
+    """The table shows each status in its colour and word; markup in text stays literal;
+    narrower terminals drop RAN, WAITED, SUBMITTED in turn and the status bar shortens."""
+    assert snap_compare(dashboard(), terminal_size=size, run_before=loaded)
 
 
-def test_submit_modal_with_a_validation_error(snap_compare: Any) -> None:
+@sizes
+def test_submit_modal_with_a_validation_error(snap_compare: Any, size: tuple[int, int]) -> None:
     """The server's message shows in the modal, under the kept input."""
 
     async def refused(pilot: Pilot[None]) -> None:
@@ -164,18 +169,20 @@ def test_submit_modal_with_a_validation_error(snap_compare: Any) -> None:
         while not str(error.render()) and time.monotonic() < deadline:
             await pilot.pause(0.01)
 
-    assert snap_compare(dashboard(), terminal_size=SIZE, run_before=refused)
+    assert snap_compare(dashboard(), terminal_size=size, run_before=refused)
 
 
-def test_detail_screen_of_a_finished_job(snap_compare: Any) -> None:
-    """Every field, the full text and the result."""
+@sizes
+def test_detail_screen_of_a_finished_job(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Every field (local times, units), the full text and the result."""
 
     async def details(pilot: Pilot[None]) -> None:
         await loaded(pilot)
-        pilot.app.query_one("#jobs").move_cursor(row=5)  # type: ignore[attr-defined]
+        assert isinstance(pilot.app, Dashboard)
+        pilot.app.jobs_screen.table.move_to(JOBS[5]["id"])
         await pilot.press("enter")
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
-    assert snap_compare(dashboard(), terminal_size=SIZE, run_before=details)
+    assert snap_compare(dashboard(), terminal_size=size, run_before=details)

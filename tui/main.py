@@ -12,20 +12,30 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, cast
 
-from backend.protocol import ENV_PREFIX
+from backend.protocol import ENV_PREFIX, RpcError, Unauthorized
+from cli.client import TransportError
 from cli.main import ExitStatus
-from cli.options import add_connection_options, non_negative
+from cli.options import add_connection_options, non_negative, token
+
+if TYPE_CHECKING:
+    from cli.client import Client
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the dashboard; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    token = read_token(parser, args)
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)  # logs would tear the screen
     try:
-        asyncio.run(_run(args.url, args.token, local=args.local, time_scale=args.time_scale))
+        asyncio.run(_run(args.url, token, local=args.local, time_scale=args.time_scale))
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
+    except Unauthorized as exc:  # as the CLI says it, and with its exit status
+        print(f"taskrpc-tui: {exc}", file=sys.stderr)
+        return ExitStatus.USAGE
     except OSError as exc:
         print(f"taskrpc-tui: cannot start the local server: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -41,7 +51,36 @@ async def _run(url: str, token: str | None, *, local: bool, time_scale: float) -
             url = await stack.enter_async_context(local_server(time_scale))
             token = None
         client = await stack.enter_async_context(Client(url, token))
-        await Dashboard(client).run_async()
+        await check_token(client)
+        await Dashboard(client, local=local).run_async()
+
+
+async def check_token(client: Client) -> None:
+    """Raise `Unauthorized` if the server refuses the token; a server that cannot be reached
+    yet is the dashboard's to wait for (it shows "reconnecting")."""
+    try:
+        await client.types()
+    except Unauthorized:
+        raise
+    except (TransportError, RpcError):
+        return
+
+
+def read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The token: `--token-file` (env TASKRPC_TOKEN_FILE) wins over `--token`; a file that
+    cannot be read is a usage error (exit 2), one line."""
+    path = args.token_file
+    if not path:
+        return cast(str | None, args.token)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read the token file {path!r}: {getattr(exc, 'strerror', exc)}")
+    try:
+        return token(text)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"the token file {path!r}: {exc}")
 
 
 @contextlib.asynccontextmanager
@@ -63,10 +102,19 @@ def _parser() -> argparse.ArgumentParser:
         description="The taskrpc dashboard: a live job table you drive from the keyboard.",
         epilog="examples:\n"
         "  taskrpc-tui --local      # a server in this process, and its dashboard\n"
-        "  taskrpc-tui --url http://127.0.0.1:8765",
+        "  taskrpc-tui --url http://127.0.0.1:8765\n"
+        "  TASKRPC_TOKEN_FILE=~/.taskrpc-token taskrpc-tui",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_options(parser)
+    with contextlib.suppress(argparse.ArgumentError):  # cli/options.py may come to have it
+        parser.add_argument(
+            "--token-file",
+            default=os.environ.get(f"{ENV_PREFIX}TOKEN_FILE"),
+            metavar="PATH",
+            help="read the bearer token from this file: unlike --token, it does not show "
+            f"in `ps` (env {ENV_PREFIX}TOKEN_FILE)",
+        )
     parser.add_argument(
         "--local",
         action="store_true",

@@ -2,7 +2,9 @@
 
 `Jobs` applies snapshots and `jobs.changed` notifications and answers the queue
 rank of a queued job from submission order, so no per-job traffic is needed
-when the head of the queue starts.
+when the head of the queue starts. Cells are built when a row is drawn (only the
+rows on screen are), from the job and the clock: a queued row's wait and its
+"starts in" are always current, and a change costs no cell rewriting.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from itertools import accumulate
+from typing import Any
 
 from rich.text import Text
 
+from backend.display import visible
 from backend.protocol import JobStatus, JobUpdate
-
-SHORT_ID = 8  # characters of the id shown in the table
 
 STATUS_STYLE = {
     JobStatus.QUEUED: "yellow",
@@ -28,16 +31,8 @@ STATUS_STYLE = {
     JobStatus.CANCELLED: "magenta",
 }
 
-COLUMNS: tuple[tuple[str, str, int], ...] = (  # (key, label, width)
-    ("id", "ID", SHORT_ID),
-    ("type", "TYPE", 7),
-    ("status", "STATUS", 22),
-    ("text", "TEXT", 40),
-    ("submitted", "SUBMITTED", 9),
-    ("waited", "WAITED", 7),
-    ("ran", "RAN", 7),
-)
 SORTS = ("submitted", "status", "type", "waited", "ran", "text")  # `s` cycles through these
+NEWLINE = "⏎"  # a newline in a one-line cell
 
 
 @dataclass(slots=True)
@@ -65,9 +60,9 @@ class Job:
             preview=update["preview"],
             length=update["length"],
             delay=update["delay"],
-            submitted_at=_seconds(update["submitted_at"]) or 0.0,
-            started_at=_seconds(update["started_at"]),
-            finished_at=_seconds(update["finished_at"]),
+            submitted_at=seconds(update["submitted_at"]) or 0.0,
+            started_at=seconds(update["started_at"]),
+            finished_at=seconds(update["finished_at"]),
         )
 
     def waited(self, now: float) -> float:
@@ -110,24 +105,31 @@ class Jobs:
         self.by_id: dict[str, Job] = {}
         self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
         self.total = 0
-        self.limit = 0
+        # The lowest seq of the newest-jobs window the feed keeps complete: every job from
+        # here up is held. Jobs below it may be held too (a notification about an old job),
+        # so the search of older jobs starts here, not below the lowest seq held.
+        self.floor = 0
         self._queued: list[int] = []  # seqs of the queued jobs we know, ascending
         # Seqs of queued jobs read by a search of older jobs but not kept (they did not match):
         # with them, a kept older job's rank is exact (the search reads newest first).
         self._unseen: list[int] = []
-        self._ids_by_seq: dict[int, str] = {}
+        self._delays: dict[int, float] = {}  # seq -> delay of each queued job we know
+        self._ahead: list[float] | None = None  # prefix sums of those delays, built on demand
         self._running: str | None = None  # the id of the running job, if we know it
 
     def reset(self, updates: Iterable[JobUpdate], counts: dict[str, int], total: int) -> None:
-        """Forget everything and start from a snapshot."""
+        """Forget everything and start from a snapshot (newest first)."""
         self.by_id.clear()
         self._queued.clear()
         self._unseen.clear()
-        self._ids_by_seq.clear()
+        self._delays.clear()
+        self._ahead = None
         self._running = None
         for update in updates:
             self.put(update)
         self.counts, self.total = dict(counts), total
+        held = len(self.by_id)
+        self.floor = 0 if held >= total else min((j.seq for j in self.by_id.values()), default=0)
 
     def put(self, update: JobUpdate) -> tuple[Job, Job | None]:
         """Record a job's new state; returns (new, old) — old is None for a job not seen before."""
@@ -139,24 +141,39 @@ class Jobs:
             _discard(self._unseen, job.seq)
         if job.status is JobStatus.QUEUED:
             insort(self._queued, job.seq)
+            self._delays[job.seq] = job.delay
+            self._ahead = None
         if job.status is JobStatus.RUNNING:
             self._running = job.id
         elif self._running == job.id:
             self._running = None
         self.by_id[job.id] = job
-        self._ids_by_seq[job.seq] = job.id
         return job, old
 
     def forget(self, job_id: str) -> Job | None:
-        """Drop a job the server no longer knows."""
+        """Drop a job the server no longer knows (or that the row cap pushes out)."""
         job = self.by_id.pop(job_id, None)
         if job is not None:
-            self._ids_by_seq.pop(job.seq, None)
             if self._running == job_id:
                 self._running = None
             if job.status is JobStatus.QUEUED:
                 self._unqueue(job.seq)
         return job
+
+    def overflow(self, cap: int, keep: Iterable[str] = ()) -> list[str]:
+        """The ids of the oldest jobs past `cap` (never the running one nor `keep`); the
+        window's floor moves up past them, so a search of older jobs reads them again."""
+        spared: set[str | None] = {job_id for job_id in keep if job_id in self.by_id}
+        extra = len(self.by_id) - len(spared) - cap
+        if extra <= 0:
+            return []
+        spared.add(self._running)
+        oldest = sorted(
+            (job for job in self.by_id.values() if job.id not in spared), key=lambda j: j.seq
+        )[:extra]
+        if oldest:
+            self.floor = max(self.floor, oldest[-1].seq + 1)
+        return [job.id for job in oldest]
 
     def note_unseen(self, update: JobUpdate) -> None:
         """A search read this job and did not keep it: if queued, it still counts in ranks."""
@@ -166,19 +183,25 @@ class Jobs:
     def forget_unseen(self) -> None:
         self._unseen.clear()
 
-    def rank(self, job: Job) -> int:
-        """1 for the queued job that runs next, 2 for the one after, and so on."""
-        return self.rank_of(job.seq)
-
     def rank_of(self, seq: int) -> int:
-        """The rank of the queued job submitted `seq`-th."""
+        """1 for the queued job that runs next, 2 for the one after, and so on."""
         after = len(self._queued) - bisect_right(self._queued, seq)
         after += len(self._unseen) - bisect_right(self._unseen, seq)
         return max(1, self.counts.get(JobStatus.QUEUED, 0) - after)
 
-    def queued(self) -> list[Job]:
-        """The queued jobs we know, in the order they will run."""
-        return [self.by_id[self._ids_by_seq[seq]] for seq in self._queued]
+    def starts_in(self, job: Job, now: float) -> float:
+        """Seconds until this queued job starts, about: what the running job has left, the
+        delays of the queued jobs ahead that we hold, and their mean for those we do not."""
+        running = self.running
+        left = 0.0
+        if running is not None and running.started_at is not None:
+            left = max(0.0, running.started_at + running.delay - now)
+        if self._ahead is None:
+            self._ahead = [0.0, *accumulate(self._delays[seq] for seq in self._queued)]
+        known = bisect_left(self._queued, job.seq)
+        ahead = self.rank_of(job.seq) - 1
+        mean = self._ahead[-1] / len(self._queued) if self._queued else job.delay
+        return left + self._ahead[known] + max(0, ahead - known) * mean
 
     @property
     def running(self) -> Job | None:
@@ -186,6 +209,8 @@ class Jobs:
 
     def _unqueue(self, seq: int) -> None:
         _discard(self._queued, seq)
+        self._delays.pop(seq, None)
+        self._ahead = None
 
 
 def _discard(seqs: list[int], seq: int) -> None:
@@ -197,56 +222,15 @@ def _discard(seqs: list[int], seq: int) -> None:
 
 # -- cells ------------------------------------------------------------------------------
 #
-# Building a row must be cheap (10 000 of them at load): cells that repeat (types, plain
-# statuses, clock times, durations) are shared `Text` objects — the table never changes a
-# cell it is given — and a queued job's place in line is worked out when the cell is drawn,
-# so the start of a job does not rewrite every queued row.
+# A row is built when it is drawn, so cells that repeat (types, plain statuses, clock
+# times, durations) are shared cached `Text` objects. Everything that came from a user
+# passes `visible` first: a job's text never reaches the terminal as control sequences.
 
 
-class IdCell(Text):
-    """The short id shown in the table; carries the full id (rows are sorted by it)."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id[:SHORT_ID], style="bold")
-        self.job_id = job_id
-
-
-class QueuedCell:
-    """`queued #3`, the rank read from `Jobs` when the cell is drawn (only rows on screen are)."""
-
-    __slots__ = ("jobs", "seq")
-
-    def __init__(self, jobs: Jobs, seq: int) -> None:
-        self.jobs = jobs
-        self.seq = seq
-
-    def __rich__(self) -> Text:
-        return _queued(self.jobs.rank_of(self.seq))
-
-    def __str__(self) -> str:
-        return str(self.__rich__())
-
-
-Cell = Text | QueuedCell
-
-
-def cells(job: Job, jobs: Jobs, now: float) -> tuple[Cell, ...]:
-    """Every cell of the job's row, in column order; user text is plain `Text`, never markup."""
-    return (
-        IdCell(job.id),
-        _plain(job.type),
-        status_cell(job, jobs, now),
-        Text(job.preview + ("…" if len(job.preview) < job.length else ""), no_wrap=True),
-        _clock(int(job.submitted_at)),
-        duration_cell(job.waited(now)),
-        duration_cell(job.ran(now)),
-    )
-
-
-def status_cell(job: Job, jobs: Jobs, now: float) -> Cell:
-    """`queued #3`, `running ▰▰▰▱▱ 45%`, `done`… in the status's colour."""
+def status_cell(job: Job, jobs: Jobs, now: float) -> Text:
+    """`queued #3 in ~12s`, `running ▰▰▰▱▱ 45%`, `done`… in the status's colour."""
     if job.status is JobStatus.QUEUED:
-        return QueuedCell(jobs, job.seq)
+        return _queued(jobs.rank_of(job.seq), duration(jobs.starts_in(job, now), whole=True))
     if job.status is JobStatus.RUNNING:
         fraction = progress(job, now)
         filled = round(fraction * 8)
@@ -255,9 +239,20 @@ def status_cell(job: Job, jobs: Jobs, now: float) -> Cell:
     return _finished(job.status)
 
 
-@lru_cache(maxsize=1024)
-def _queued(rank: int) -> Text:
-    return Text(f"queued #{rank}", style=STATUS_STYLE[JobStatus.QUEUED])
+def text_cell(job: Job, width: int) -> Text:
+    """The job's text on one line, cut to `width` with a `…` that stays inside it; a
+    newline shows as ⏎, control characters as escapes."""
+    shown = visible(job.preview.replace("\r\n", "\n").replace("\n", NEWLINE))
+    if len(job.preview) < job.length:
+        shown += "…"
+    cell = Text(shown, no_wrap=True, overflow="ellipsis", end="")
+    cell.truncate(width, overflow="ellipsis", pad=True)
+    return cell
+
+
+@lru_cache(maxsize=4096)
+def _queued(rank: int, wait: str) -> Text:
+    return Text(f"queued #{rank} in ~{wait}", style=STATUS_STYLE[JobStatus.QUEUED])
 
 
 @lru_cache(maxsize=16)
@@ -266,12 +261,14 @@ def _finished(status: JobStatus) -> Text:
 
 
 @lru_cache(maxsize=64)
-def _plain(text: str) -> Text:
-    return Text(text)
+def plain(text: str) -> Text:
+    """A cached cell of plain text (a type name, an id): never markup."""
+    return Text(visible(text))
 
 
 @lru_cache(maxsize=4096)
-def _clock(second: int) -> Text:
+def clock(second: int) -> Text:
+    """`14:03:07`, local time."""
     return Text(time.strftime("%H:%M:%S", time.localtime(second)))
 
 
@@ -292,12 +289,12 @@ def progress(job: Job, now: float) -> float:
     return min(1.0, max(0.0, (now - job.started_at) / job.delay))
 
 
-def duration(seconds: float | None) -> str:
-    """`0.4s`, `12s`, `3m05s`, `2h01m`; empty for None."""
+def duration(seconds: float | None, *, whole: bool = False) -> str:
+    """`0.4s`, `12s`, `3m05s`, `2h01m`; empty for None; `whole`: no tenths."""
     if seconds is None:
         return ""
     seconds = max(0.0, seconds)
-    if seconds < 10:
+    if seconds < 10 and not whole:
         return f"{seconds:.1f}s"
     if seconds < 60:
         return f"{seconds:.0f}s"
@@ -306,9 +303,9 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def sort_key(column: str, now: float) -> Callable[[Job], object]:
+def sort_key(column: str, now: float) -> Callable[[Job], Any]:
     """The key that orders jobs by `column`."""
-    keys: dict[str, Callable[[Job], object]] = {
+    keys: dict[str, Callable[[Job], Any]] = {
         "submitted": lambda job: job.seq,
         "status": lambda job: (list(JobStatus).index(job.status), job.seq),
         "type": lambda job: (job.type, job.seq),
@@ -319,5 +316,6 @@ def sort_key(column: str, now: float) -> Callable[[Job], object]:
     return keys[column]
 
 
-def _seconds(stamp: str | None) -> float | None:
+def seconds(stamp: str | None) -> float | None:
+    """An ISO 8601 time from the wire as epoch seconds."""
     return None if stamp is None else datetime.fromisoformat(stamp).timestamp()

@@ -1,0 +1,146 @@
+"""The status bar (connection, worker, counts) and the table's title: what the user reads
+about the state of things, in a long form and a short one for narrow terminals."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from backend.display import visible
+from backend.protocol import JobStatus
+from tui import model
+
+
+class Link(enum.StrEnum):
+    """The state of the connection to the server."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DISCONNECTED = "disconnected"  # given up: the token was refused
+
+
+class Search(enum.Enum):
+    """How far the filter's search of the server's older jobs got."""
+
+    NONE = "none"  # no filter, or the dashboard holds every job the server knows
+    RUNNING = "running"
+    DONE = "done"  # every older job that can match was read
+    PARTIAL = "partial"  # stopped after SEARCH_OLDER older jobs: the server has more
+    FAILED = "failed"
+
+
+SHORT = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED)
+
+
+class StatusBar(Widget):
+    """One line under the header; it redraws itself when any of its state changes."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; padding: 0 1; background: $panel; }
+    """
+
+    link: reactive[Link] = reactive(Link.CONNECTING)
+    attempt: reactive[int] = reactive(0)
+    reason: reactive[str] = reactive("")  # why the link is down: stays until it is up
+    counts: reactive[dict[str, int] | None] = reactive(None)  # None: never heard from the server
+    as_of: reactive[float | None] = reactive(None)  # when the counts were last current
+    worker: reactive[str] = reactive("")  # the running job's type, if any
+
+    def render(self) -> Text:
+        return status_line(
+            self.link,
+            self.counts,
+            width=self.content_region.width,
+            attempt=self.attempt,
+            reason=self.reason,
+            as_of=self.as_of,
+            worker=self.worker,
+        )
+
+
+def status_line(
+    link: Link,
+    counts: dict[str, int] | None,
+    *,
+    width: int,
+    attempt: int = 0,
+    reason: str = "",
+    as_of: float | None = None,
+    worker: str = "",
+) -> Text:
+    """`● connected · worker busy (swap) · 3 queued · …`, or the short form if that is too wide:
+    `● 3 queued · 1 running · 17 done · 0 failed`. While not connected the counts are "—",
+    or those last known "as of" a time, and the reason stays."""
+    mark = {
+        Link.CONNECTING: Text("◌ connecting", style="yellow"),
+        Link.CONNECTED: Text("● connected", style="green"),
+        Link.RECONNECTING: Text(f"◌ reconnecting, attempt {attempt}", style="yellow"),
+        Link.DISCONNECTED: Text("✖ disconnected", style="bold red"),
+    }[link]
+    symbol = mark[:1]
+    live = link is Link.CONNECTED
+    known = counts is not None and (live or as_of is not None)
+    stamp = Text("" if live or not known else f"as of {_hhmmss(as_of)}: ", style="dim")
+    why = Text(f": {visible(reason)}") if reason and not live else Text("")
+
+    def tally(statuses: tuple[JobStatus, ...]) -> Text:
+        return Text(" · ").join(
+            Text(
+                f"{counts.get(s.value, 0) if counts is not None and known else '—'} {s.value}",
+                style=model.STATUS_STYLE[s],
+            )
+            for s in statuses
+        )
+
+    worker_part = Text(f"worker busy ({visible(worker)})" if worker else "worker idle")
+    long = Text(" · ").join(
+        [mark + why, *([worker_part] if live else []), stamp + tally(tuple(JobStatus))]
+    )
+    if long.cell_len <= width:
+        return long
+    short = Text(" ").join([symbol + why, stamp + tally(SHORT)]) if why else None
+    if short is None or short.cell_len > width:
+        short = Text(" ").join([symbol, stamp + tally(SHORT)])
+    short.truncate(width, overflow="ellipsis")
+    return short
+
+
+def _hhmmss(when: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when or 0))
+
+
+def title(
+    *,
+    shown: int,
+    held: int,
+    known: int,
+    total: int,
+    words: list[str],
+    search: Search,
+    searched: int,
+    sort: str,
+    reverse: bool,
+) -> Text:
+    """The table's border title: how many rows of how many jobs, the filter, the sort."""
+    if search is Search.DONE:  # every job on the server was looked at
+        text = f"Jobs — {shown} of {total}"
+    else:
+        text = f"Jobs — {shown} of {known}"
+        if total > held:
+            text += f" (newest {held} of {total} on the server)"
+    if words:
+        text += f" · filter: {visible(' '.join(words))}"
+    text += {
+        Search.NONE: "",
+        Search.RUNNING: " · searching the server's older jobs…",
+        Search.DONE: " · searched the server's older jobs",
+        Search.PARTIAL: f" · searched {searched} older jobs, more on the server",
+        Search.FAILED: " · the server's older jobs not searched",
+    }[search]
+    text += f" · sorted by {sort} {'↓' if reverse else '↑'}"
+    return Text(text)
