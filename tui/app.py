@@ -39,7 +39,8 @@ class Dashboard(App[None]):
 
     CSS_PATH = "dashboard.tcss"
     TITLE = "taskrpc"
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT, "")]
+    # Textual reads it per class; typed ClassVar it clashes with App's declaration.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT, "")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "leave", "Quit", show=False, priority=True),
     ]

@@ -86,10 +86,9 @@ def status_line(
     live = link is Link.CONNECTED
     known = counts is not None and (live or as_of is not None)
     stamp = Text("" if live or not known else f"as of {_hhmmss(as_of)}: ", style="dim")
-    why = Text(f": {visible(reason)}") if reason and not live else Text("")
 
     def tally(statuses: tuple[JobStatus, ...]) -> Text:
-        return Text(" · ").join(
+        return stamp + Text(" · ").join(
             Text(
                 f"{counts.get(s.value, 0) if counts is not None and known else '—'} {s.value}",
                 style=model.STATUS_STYLE[s],
@@ -97,17 +96,23 @@ def status_line(
             for s in statuses
         )
 
-    worker_part = Text(f"worker busy ({visible(worker)})" if worker else "worker idle")
-    long = Text(" · ").join(
-        [mark + why, *([worker_part] if live else []), stamp + tally(tuple(JobStatus))]
-    )
-    if long.cell_len <= width:
-        return long
-    short = Text(" ").join([symbol + why, stamp + tally(SHORT)]) if why else None
-    if short is None or short.cell_len > width:
-        short = Text(" ").join([symbol, stamp + tally(SHORT)])
-    short.truncate(width, overflow="ellipsis")
-    return short
+    dot = Text(" · ")
+    if live:
+        worker_part = Text(f"worker busy ({visible(worker)})" if worker else "worker idle")
+        forms = [
+            dot.join([mark, worker_part, tally(tuple(JobStatus))]),
+            symbol + " " + tally(SHORT),
+        ]
+    else:  # the reason goes last: on a narrow terminal it is what gets cut
+        why = [Text(visible(reason), style="italic")] if reason else []
+        forms = [
+            dot.join([mark, tally(tuple(JobStatus)), *why]),
+            dot.join([mark, tally(SHORT), *why]),
+            dot.join([symbol + " " + tally(SHORT), *why]),
+        ]
+    chosen = next((form for form in forms if form.cell_len <= width), forms[-1])
+    chosen.truncate(width, overflow="ellipsis")
+    return chosen
 
 
 def _hhmmss(when: float | None) -> str:
