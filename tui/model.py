@@ -9,6 +9,7 @@ rows on screen are), from the job and the clock: a queued row's wait and its
 
 from __future__ import annotations
 
+import heapq
 import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable
@@ -168,9 +169,11 @@ class Jobs:
         if extra <= 0:
             return []
         spared.add(self._running)
-        oldest = sorted(
-            (job for job in self.by_id.values() if job.id not in spared), key=lambda j: j.seq
-        )[:extra]
+        oldest = heapq.nsmallest(
+            extra,
+            (job for job in self.by_id.values() if job.id not in spared),
+            key=lambda j: j.seq,
+        )
         if oldest:
             self.floor = max(self.floor, oldest[-1].seq + 1)
         return [job.id for job in oldest]
