@@ -210,7 +210,7 @@ async def hung_url() -> AsyncIterator[str]:
 async def test_submitting_to_a_hung_server_says_so_and_offers_to_look(
     hung_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """"submitting…" at once; on a timeout, the job may exist, never an empty reason, and
+    """ "submitting…" at once; on a timeout, the job may exist, never an empty reason, and
     "Look for it" filters the table for its text."""
     monkeypatch.setattr(submit, "SUBMIT_TIMEOUT", 0.3)
     async with Client(hung_url) as client:
@@ -434,9 +434,7 @@ async def test_y_copies_the_whole_id_from_the_table(utc: None) -> None:
         assert app.clipboard == fixed.JOBS[2]["id"]
 
 
-async def test_the_submit_form_remembers_the_last_job_type(
-    server: Server, client: Client
-) -> None:
+async def test_the_submit_form_remembers_the_last_job_type(server: Server, client: Client) -> None:
     """After a `swap` job, the next new-job form starts on `swap`."""
     app = Dashboard(client)
     async with app.run_test(size=SIZE) as pilot:
