@@ -6,6 +6,7 @@ connection state it watches; everything the user does to the table happens here.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from tui.confirm import ConfirmScreen
 from tui.details import DetailScreen
 from tui.search import OlderSearch, Pager
 from tui.status import Link, Search, StatusBar, title
-from tui.submit import SubmitScreen, Submitted
+from tui.submit import SUBMIT_TIMEOUT, SubmitScreen, Submitted, reason
 from tui.table import JobTable
 
 MAX_ROWS = 10_000  # rows held at most, bursts included; the title says when there are more
@@ -245,9 +246,9 @@ class JobsScreen(Screen[None]):
                 self.notify("no server: cannot load the job types", title="New job")
                 return
             try:
-                self.types = await self.backend.types()
-            except (RpcError, TransportError) as exc:
-                self.notify(f"cannot load the job types: {visible(str(exc))}", severity="error")
+                self.types = await asyncio.wait_for(self.backend.types(), SUBMIT_TIMEOUT)
+            except (TimeoutError, RpcError, TransportError) as exc:
+                self.notify(f"cannot load the job types: {reason(exc)}", severity="error")
                 return
         outcome = await self.app.push_screen_wait(
             SubmitScreen(self.types, self.backend.submit, self.last_type)

@@ -109,6 +109,7 @@ def status_line(
             dot.join([mark, tally(tuple(JobStatus)), *why]),
             dot.join([mark, tally(SHORT), *why]),
             dot.join([symbol + " " + tally(SHORT), *why]),
+            *([symbol + " " + why[0]] if why else []),  # narrowest: why, not stale counts
         ]
     chosen = next((form for form in forms if form.cell_len <= width), forms[-1])
     chosen.truncate(width, overflow="ellipsis")
