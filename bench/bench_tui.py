@@ -155,7 +155,7 @@ async def key_latency() -> list[float]:
                     pressed = time.perf_counter()
                     assert dashboard._driver is not None
                     dashboard._driver.send_message(events.Key(key, key))
-                    await _until(lambda: table.cursor != before, timeout=10)
+                    await _until(lambda before=before: table.cursor != before, timeout=10)
                     latencies.append(time.perf_counter() - pressed)
                     await asyncio.sleep(KEY_EVERY)
                 stop.set()

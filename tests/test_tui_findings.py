@@ -19,7 +19,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Static
 
-from backend.app import QUEUE, start
+from backend.app import STORE, start
 from backend.protocol import JobObject, JobStatus
 from backend.settings import Settings
 from cli.client import Client
@@ -145,13 +145,13 @@ async def test_search_starts_below_the_window_not_below_an_old_notified_job(
 ) -> None:
     """An old job a notification brought does not make the search start below it."""
     server = await start_server(time_scale=1000)
-    server.queue.submit("reverse", "busy")
-    hay = [server.queue.submit("swap", f"hay {n}") for n in range(20)]
+    await server.store.submit("reverse", "busy")
+    hay = [await server.store.submit("swap", f"hay {n}") for n in range(20)]
     async with Client(server.url) as client:
         app = Dashboard(client, max_rows=5)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, lambda: table(app).row_count == 5, "the newest five")
-            server.queue.cancel(hay[0].id)  # the oldest: its change comes as a notification
+            await server.store.cancel(hay[0].id)  # the oldest: its change comes as a notification
             await settle(pilot, lambda: app.jobs.counts["cancelled"] == 1, "the notification")
             await pilot.press("slash", *"hay 1", "enter")
             await settle(pilot, lambda: app.jobs_screen.search.state is Search.DONE, "search")
@@ -180,7 +180,7 @@ async def test_the_row_cap_holds_during_a_burst(start_server: StartServer) -> No
                 most = max(most, len(app.jobs.by_id), table(app).row_count)
 
             screen.apply_changes = counted  # type: ignore[method-assign]
-            jobs = [server.queue.submit("swap", f"burst {n}") for n in range(200)]
+            jobs = [await server.store.submit("swap", f"burst {n}") for n in range(200)]
             await settle(pilot, lambda: jobs[-1].id in table(app), "the newest row")
             assert most <= 50
             assert table(app).row_count == 50
@@ -250,7 +250,7 @@ def test_not_connected_the_counts_are_dashes_or_as_of_and_the_reason_stays() -> 
 async def test_the_reason_stays_in_the_status_bar_when_the_server_goes() -> None:
     """Stop the server: the bar keeps the last counts "as of" a time, and why it is cut off."""
     runner, url = await start(Settings(port=0, time_scale=1000))
-    runner.app[QUEUE].submit("reverse", "busy")
+    await runner.app[STORE].submit("reverse", "busy")
     async with Client(url) as client:
         app = Dashboard(client)
         async with app.run_test(size=SIZE) as pilot:

@@ -34,6 +34,7 @@ class Search(enum.Enum):
     FAILED = "failed"
 
 
+MIN_REASON = 20  # cells of the reason worth keeping beside the counts
 SHORT = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED)
 
 
@@ -103,14 +104,16 @@ def status_line(
             dot.join([mark, worker_part, tally(tuple(JobStatus))]),
             symbol + " " + tally(SHORT),
         ]
-    else:  # the reason goes last: on a narrow terminal it is what gets cut
-        why = [Text(visible(reason), style="italic")] if reason else []
-        forms = [
-            dot.join([mark, tally(tuple(JobStatus)), *why]),
-            dot.join([mark, tally(SHORT), *why]),
-            dot.join([symbol + " " + tally(SHORT), *why]),
-            *([symbol + " " + why[0]] if why else []),  # narrowest: why, not stale counts
-        ]
+    else:  # the reason goes last, cut to what is left; too narrow for both: the reason
+        why = Text(visible(reason), style="italic")
+        room = min(MIN_REASON, why.cell_len) + 3 if reason else 0
+        heads = [dot.join([mark, tally(tuple(JobStatus))]), dot.join([mark, tally(SHORT)])]
+        heads.append(symbol + " " + tally(SHORT))
+        head = next((head for head in heads if head.cell_len + room <= width), None)
+        if head is None and reason:
+            forms = [symbol + " " + why]
+        else:
+            forms = [dot.join([head or heads[-1], why]) if reason else head or heads[-1]]
     chosen = next((form for form in forms if form.cell_len <= width), forms[-1])
     chosen.truncate(width, overflow="ellipsis")
     return chosen
