@@ -186,3 +186,28 @@ def test_detail_screen_of_a_finished_job(snap_compare: Any, size: tuple[int, int
         await pilot.pause()
 
     assert snap_compare(dashboard(), terminal_size=size, run_before=details)
+
+
+def test_disconnected_keeps_the_counts_as_of_and_says_why(snap_compare: Any) -> None:
+    """Cut off, the status bar shows the last counts "as of" a time and the reason, at 80x24."""
+
+    async def cut_off(pilot: Pilot[None]) -> None:
+        await loaded(pilot)
+        app = pilot.app
+        assert isinstance(app, Dashboard)
+        app.attempt = 2
+        app.set_link(Link.RECONNECTING, "cannot reach http://127.0.0.1:8765 (refused)")
+        await pilot.pause()
+
+    assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=cut_off)
+
+
+def test_cancel_question_fits_60x15(snap_compare: Any) -> None:
+    """The confirm dialog fits a 60x15 terminal and its footer shows y and n only."""
+
+    async def ask(pilot: Pilot[None]) -> None:
+        await loaded(pilot)
+        await pilot.press("x")
+        await pilot.pause()
+
+    assert snap_compare(dashboard(), terminal_size=(60, 15), run_before=ask)

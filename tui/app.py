@@ -16,6 +16,7 @@ from typing import Any, ClassVar, cast
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -133,6 +134,25 @@ class Dashboard(App[None]):
             self.notify(self.reason, title="Server", severity="error", timeout=30)
 
     # -- app-wide actions -------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast is plain text (screens' toasts come here too): a job's text, an id or
+        a server's message that looks like markup (`[/]`) shows as it is and cannot fail."""
+        super().notify(
+            visible(message, multiline=True),
+            title=visible(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """Save an SVG of the screen in the working directory (Textual's default: Downloads)."""

@@ -34,7 +34,6 @@ class Search(enum.Enum):
     FAILED = "failed"
 
 
-MIN_REASON = 20  # cells of the reason worth keeping beside the counts
 SHORT = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED)
 
 
@@ -42,12 +41,13 @@ class StatusBar(Widget):
     """One line under the header; it redraws itself when any of its state changes."""
 
     DEFAULT_CSS = """
-    StatusBar { height: 1; padding: 0 1; background: $panel; }
+    StatusBar { height: auto; padding: 0 1; background: $panel; }
     """
 
-    link: reactive[Link] = reactive(Link.CONNECTING)
+    # The link and its reason can add a second line (`layout`); the counts only redraw.
+    link: reactive[Link] = reactive(Link.CONNECTING, layout=True)
     attempt: reactive[int] = reactive(0)
-    reason: reactive[str] = reactive("")  # why the link is down: stays until it is up
+    reason: reactive[str] = reactive("", layout=True)  # why the link is down: stays until it is up
     counts: reactive[dict[str, int] | None] = reactive(None)  # None: never heard from the server
     as_of: reactive[float | None] = reactive(None)  # when the counts were last current
     worker: reactive[str] = reactive("")  # the running job's type, if any
@@ -76,7 +76,7 @@ def status_line(
 ) -> Text:
     """`● connected · worker busy (swap) · 3 queued · …`, or the short form if that is too wide:
     `● 3 queued · 1 running · 17 done · 0 failed`. While not connected the counts are "—",
-    or those last known "as of" a time, and the reason stays."""
+    or those last known "as of" a time, and the reason stays (on a second line if need be)."""
     mark = {
         Link.CONNECTING: Text("◌ connecting", style="yellow"),
         Link.CONNECTED: Text("● connected", style="green"),
@@ -104,19 +104,23 @@ def status_line(
             dot.join([mark, worker_part, tally(tuple(JobStatus))]),
             symbol + " " + tally(SHORT),
         ]
-    else:  # the reason goes last, cut to what is left; too narrow for both: the reason
-        why = Text(visible(reason), style="italic")
-        room = min(MIN_REASON, why.cell_len) + 3 if reason else 0
+    else:  # the reason goes last; if the line cannot hold it, it gets a line of its own
         heads = [dot.join([mark, tally(tuple(JobStatus))]), dot.join([mark, tally(SHORT)])]
         heads.append(symbol + " " + tally(SHORT))
-        head = next((head for head in heads if head.cell_len + room <= width), None)
-        if head is None and reason:
-            forms = [symbol + " " + why]
-        else:
-            forms = [dot.join([head or heads[-1], why]) if reason else head or heads[-1]]
-    chosen = next((form for form in forms if form.cell_len <= width), forms[-1])
-    chosen.truncate(width, overflow="ellipsis")
-    return chosen
+        why = Text(visible(reason), style="italic")
+        if reason and heads[0].cell_len + 3 + why.cell_len <= width:
+            return dot.join([heads[0], why])
+        head = next((head for head in heads if head.cell_len <= width), heads[-1])
+        forms = [head]
+        if reason:
+            why.truncate(width, overflow="ellipsis")
+            return _cut(head, width) + "\n" + why
+    return _cut(next((form for form in forms if form.cell_len <= width), forms[-1]), width)
+
+
+def _cut(line: Text, width: int) -> Text:
+    line.truncate(width, overflow="ellipsis")
+    return line
 
 
 def _hhmmss(when: float | None) -> str:
