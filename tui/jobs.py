@@ -245,6 +245,7 @@ class JobsScreen(Screen[None]):
             if self.link in (Link.RECONNECTING, Link.DISCONNECTED):
                 self.notify("no server: cannot load the job types", title="New job")
                 return
+            self.notify("loading the job types…", title="New job", timeout=2)
             try:
                 self.types = await asyncio.wait_for(self.backend.types(), SUBMIT_TIMEOUT)
             except (TimeoutError, RpcError, TransportError) as exc:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from cli.client import Client
 
 
+TOKEN_CHECK = 3.0  # seconds the start-up token check waits for an answer
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the dashboard; returns the exit status."""
     parser = _parser()
@@ -57,13 +60,13 @@ async def _run(url: str, token: str | None, *, local: bool, time_scale: float) -
 
 async def check_token(client: Client) -> None:
     """Raise `Unauthorized` if the server refuses the token; a server that cannot be reached
-    yet is the dashboard's to wait for (it shows "reconnecting")."""
+    or does not answer yet is the dashboard's to wait for (it shows "reconnecting")."""
     try:
-        await client.types()
+        await asyncio.wait_for(client.types(), TOKEN_CHECK)
     except Unauthorized:
         raise
-    except (TransportError, RpcError):
-        return
+    except (TimeoutError, TransportError, RpcError):
+        return  # a hung server: the dashboard shows "connecting" and keeps trying
 
 
 def read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:

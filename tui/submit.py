@@ -34,6 +34,8 @@ class Submitted:
 
 def reason(exc: BaseException) -> str:
     """The error's message, never empty (a bare timeout has none)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer in {SUBMIT_TIMEOUT:g} s"
     text = str(exc).strip()
     if text.endswith(":"):
         text += " no answer"
@@ -117,7 +119,7 @@ class SubmitScreen(ModalScreen[Submitted | None]):
             self._timed_out = text
             error.update(
                 Text(
-                    f"no answer ({reason(exc)}): the job may have been created. "
+                    f"{reason(exc)}: the job may have been created. "
                     "Look for it before submitting again."
                 )
             )
