@@ -554,3 +554,18 @@ async def test_toasts_are_plain_text_without_control_characters(utc: None) -> No
         assert note.message == "job [/oops] \\x1b]2;PWNED\\x07 [bold]x[/bold]"
         assert note.title == "\\x1b[31m"
         assert not note.markup
+
+
+async def test_the_filter_box_leaves_the_header_and_the_tables_width(utc: None) -> None:
+    """Typing a filter at 60x15 keeps the header in sight and the table the whole width;
+    the footer offers escape to clear it."""
+    app = fixed.dashboard()
+    async with app.run_test(size=(60, 15)) as pilot:
+        await loaded_fixed(pilot)
+        await pilot.press("slash", *"swap")
+        await pilot.pause(0.3)
+        shown = screen_text(app).splitlines()
+        assert "taskrpc" in shown[0]
+        assert shown[2].strip() == "swap"
+        assert table(app).region.width == 60
+        assert "esc Clear filter" in shown[-1]

@@ -47,7 +47,7 @@ class JobsScreen(Screen[None]):
         Binding("n", "new", "New"),
         Binding("x", "cancel_job", "Cancel"),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("escape", "clear_filter", "Clear filter"),
         Binding("y", "copy_id", "Copy id"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", key_display="S"),
@@ -83,6 +83,7 @@ class JobsScreen(Screen[None]):
         yield Input(
             placeholder="filter: words, status:failed, type:swap — escape clears",
             id="filter",
+            compact=True,  # one line, under the status bar: the header stays in sight
         )
         yield self.table
         yield Footer()
@@ -182,6 +183,7 @@ class JobsScreen(Screen[None]):
         self.redraw()
 
     def watch_words(self) -> None:
+        self.refresh_bindings()
         self.stop_search()  # older jobs found for the previous filter go; escape: all go
         self.redraw()
         self.start_search()
@@ -227,6 +229,8 @@ class JobsScreen(Screen[None]):
             return not self.following
         if action == "unfollow":
             return self.following
+        if action == "clear_filter":  # shown while there is a filter to clear
+            return bool(self.words) or self.query_one("#filter", Input).display
         return True
 
     @on(JobTable.CursorMoved)
@@ -296,6 +300,7 @@ class JobsScreen(Screen[None]):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
+        self.refresh_bindings()
         box.focus()
         self._anchor = self.table.cursor_key
 
@@ -305,6 +310,7 @@ class JobsScreen(Screen[None]):
             return
         box.value = ""
         box.display = False
+        self.refresh_bindings()
         self.table.focus()
         self._stop_filter_timer()
         self.set_filter("")

@@ -81,7 +81,7 @@ class JobTable(ScrollView, can_focus=True):
         "job-table--odd",
     }
     DEFAULT_CSS = """
-    JobTable { overflow-x: hidden; }
+    JobTable { width: 100%; overflow-x: hidden; }
     JobTable > .job-table--header { text-style: bold; background: $panel; }
     JobTable > .job-table--cursor { background: $block-cursor-background; }
     JobTable:blur > .job-table--cursor { background: $block-cursor-blurred-background; }
