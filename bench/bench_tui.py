@@ -32,8 +32,8 @@ LOAD_TARGET = 2.0  # seconds
 FREEZE_TARGET = 0.25  # seconds
 IDLE_WINDOW = 3.0  # seconds of no changes, a job running, over which CPU use is measured
 RATE = 1_000  # submits a second during the key-latency burst…
-BURST_SECONDS = 3.0  # …for this long
-KEY_EVERY = 0.1  # seconds between two key presses during it
+BURST_SECONDS = 5.0  # …for this long
+KEY_EVERY = 0.05  # seconds between two key presses during it
 KEY_TARGET = 0.1  # seconds: a key is answered within this, at the 95th percentile
 
 
