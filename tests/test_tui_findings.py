@@ -52,6 +52,11 @@ def screen_text(app: Dashboard) -> str:
     return console.export_text()
 
 
+def footer_of(app: Dashboard) -> str:
+    """The footer's line as shown."""
+    return screen_text(app).splitlines()[-1]
+
+
 def table(app: Dashboard) -> JobTable:
     return app.jobs_screen.table
 
@@ -115,6 +120,7 @@ async def test_80x24_shows_the_short_status_bar_and_the_quit_and_help_keys(utc: 
         app = fixed.dashboard()
         async with app.run_test(size=size) as pilot:
             await loaded_fixed(pilot)
+            await settle(pilot, lambda app=app: "? Help" in screen_text(app), "the footer")
             shown = screen_text(app).splitlines()
             assert shown[1].strip() == "● 2 queued · 1 running · 1 done · 1 failed", size
             assert "? Help" in shown[-1]
@@ -336,13 +342,12 @@ async def test_vi_and_home_end_keys_move_the_cursor_and_end_follow_mode(utc: Non
         assert table(app).cursor_key == ids[5]
         await pilot.press("f")
         assert app.jobs_screen.following
-        await pilot.pause()
-        assert "Following" in screen_text(app).splitlines()[-1]
+        await settle(pilot, lambda: "Following ●" in footer_of(app), "the footer says so")
         assert table(app).cursor_key == ids[0]  # the newest
         await pilot.press("j")
         assert not app.jobs_screen.following
-        await pilot.pause()
-        assert "Following" not in screen_text(app).splitlines()[-1]
+        await settle(pilot, lambda: "f Follow " in footer_of(app), "the footer says so")
+        assert "Following" not in footer_of(app)
 
 
 async def test_the_confirm_dialog_shows_its_own_keys_only(utc: None) -> None:
@@ -352,8 +357,8 @@ async def test_the_confirm_dialog_shows_its_own_keys_only(utc: None) -> None:
         await loaded_fixed(pilot)
         await pilot.press("x")
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
-        footer = screen_text(app).splitlines()[-1]
-        assert "y Yes" in footer
+        await settle(pilot, lambda: "y Yes" in footer_of(app), "its footer")
+        footer = footer_of(app)
         assert "n No" in footer
         assert "New" not in footer
 
@@ -495,6 +500,14 @@ async def test_the_palettes_screenshot_saves_in_the_working_directory(
     assert not any("Failed" in str(note.message) for note in app._notifications)
 
 
+async def open_details(pilot: Pilot[None], app: Dashboard) -> None:
+    """Open the details of the oldest job (the last row) and let them load."""
+    await pilot.press("G", "enter")
+    await settle(pilot, lambda: isinstance(app.screen, DetailScreen), "details")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 # -- 10. details: local times, units, the JSON --------------------------------------------
 
 
@@ -503,10 +516,7 @@ async def test_details_show_local_times_and_units_and_r_shows_the_json(utc: None
     app = fixed.dashboard()
     async with app.run_test(size=SIZE) as pilot:
         await loaded_fixed(pilot)
-        await pilot.press("G", "enter")
-        await settle(pilot, lambda: isinstance(app.screen, DetailScreen), "details")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await open_details(pilot, app)
         shown = screen_text(app)
         assert "2027-01-01 12:00:01 (29s ago)" in shown
         assert "delay  2 s" in shown
@@ -533,10 +543,7 @@ async def test_details_never_show_raw_escapes_but_keep_newlines_and_tabs(utc: No
     app = Dashboard(Hostile(), connect=False, clock=lambda: fixed.NOW)
     async with app.run_test(size=SIZE) as pilot:
         await loaded_fixed(pilot)
-        await pilot.press("G", "enter")
-        await settle(pilot, lambda: isinstance(app.screen, DetailScreen), "details")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await open_details(pilot, app)
         data = str(app.screen.query_one("#data", Static).render())
         result = str(app.screen.query_one("#result", Static).render())
         assert data == "\\x1b]2;PWNED\\x07 line\nnext\tcol"

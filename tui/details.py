@@ -30,6 +30,7 @@ from backend.protocol import (
 from cli.client import TransportError
 from tui import model
 from tui.backend import Backend
+from tui.help import HELP_AND_QUIT
 
 LONG_POLL = 25.0  # seconds one `wait` call may block while the screen is open
 CLIPBOARD_MAX = 100_000  # characters a terminal's clipboard (OSC 52) reliably takes
@@ -39,8 +40,7 @@ class DetailScreen(Screen[None]):
     """Every field of one job, its full text and its full result; live while it runs."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "app.help", "Help", key_display="?"),
-        Binding("q", "app.leave", "Quit"),
+        *HELP_AND_QUIT,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("c", "copy_result", "Copy result"),
         Binding("y", "copy_id", "Copy id"),

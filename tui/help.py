@@ -11,6 +11,12 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, Static
 
+# First in every full screen's bindings, so the footer shows them at any width.
+HELP_AND_QUIT: list[BindingType] = [
+    Binding("question_mark", "app.help", "Help", key_display="?"),
+    Binding("q", "app.leave", "Quit"),
+]
+
 KEYS: tuple[tuple[str, str], ...] = (
     ("n", "new job: type and text"),
     ("enter", "details: every field, the full text and result"),

@@ -26,6 +26,7 @@ from tui import model
 from tui.backend import Backend
 from tui.confirm import ConfirmScreen
 from tui.details import DetailScreen
+from tui.help import HELP_AND_QUIT
 from tui.search import OlderSearch, Pager
 from tui.status import Link, Search, StatusBar, title
 from tui.submit import SUBMIT_TIMEOUT, SubmitScreen, Submitted, reason
@@ -41,8 +42,7 @@ class JobsScreen(Screen[None]):
     """The live job table."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "app.help", "Help", key_display="?"),
-        Binding("q", "app.leave", "Quit"),
+        *HELP_AND_QUIT,
         Binding("enter", "details", "Details"),
         Binding("n", "new", "New"),
         Binding("x", "cancel_job", "Cancel"),
