@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -51,6 +52,7 @@ OPTIONAL = (  # shown in this order while they fit: dropped from the end
 )
 
 
+@lru_cache(maxsize=16)
 def layout(width: int) -> tuple[Column, ...]:
     """The columns shown in `width` cells, TEXT taking the width that is left."""
     first = Column("id", "ID", ID_FULL if width >= WIDE else ID_SHORT)
