@@ -25,7 +25,7 @@ from backend.settings import Settings
 from cli.client import Client
 from tests import test_tui_snapshots as fixed
 from tests.conftest import BIN, Server, StartServer, spawn_server, until
-from tui import submit
+from tui import model, submit
 from tui.app import Dashboard
 from tui.confirm import ConfirmScreen
 from tui.details import DetailScreen
@@ -170,7 +170,8 @@ async def test_search_starts_below_the_window_not_below_an_old_notified_job(
 
 
 async def test_the_row_cap_holds_during_a_burst(start_server: StartServer) -> None:
-    """200 submits at once with a cap of 50: never more than 50 jobs held, nor rows shown."""
+    """200 submits at once with a cap of 50: never more than 50 jobs held, nor rows shown;
+    the job under the cursor stays."""
     server = await start_server(time_scale=1000)
     async with Client(server.url) as client:
         app = Dashboard(client, max_rows=50)
@@ -185,11 +186,14 @@ async def test_the_row_cap_holds_during_a_burst(start_server: StartServer) -> No
                 apply(changes)
                 most = max(most, len(app.jobs.by_id), table(app).row_count)
 
+            first = await server.store.submit("swap", "under the cursor")
+            await settle(pilot, lambda: first.id in table(app), "the first row")
             screen.apply_changes = counted  # type: ignore[method-assign]
-            jobs = [await server.store.submit("swap", f"burst {n}") for n in range(200)]
+            jobs = [await server.store.submit("swap", f"burst {n}") for n in range(199)]
             await settle(pilot, lambda: jobs[-1].id in table(app), "the newest row")
             assert most <= 50
             assert table(app).row_count == 50
+            assert table(app).cursor_key == first.id  # the cap spares the job being looked at
             assert "(newest 50 of 200 on the server)" in str(table(app).border_title)
 
 
@@ -324,6 +328,19 @@ async def test_queued_rows_show_a_live_wait_and_when_they_start(utc: None) -> No
         after = lines_of(app)[1]
         assert after.endswith("10s")
         assert "queued #2 in ~7s" in after  # the running job is overdue: job04's 7 s are left
+
+
+def test_a_long_queue_still_fits_the_status_column() -> None:
+    """`queued #15000 ~2d04h` fits the STATUS column; days show as days."""
+    jobs = model.Jobs()
+    for n in range(3):
+        jobs.put(update(n, f"q {n}", JobStatus.QUEUED))
+    jobs.counts = {"queued": 15_000}
+    jobs.by_id[update(2, "")["id"]].delay = 50.0
+    cell = model.status_cell(jobs.by_id[update(2, "")["id"]], jobs, fixed.NOW)
+    assert cell.cell_len <= model.STATUS_WIDTH
+    assert cell.plain.startswith("queued #15000 ~")
+    assert model.duration(3 * 86400 + 4 * 3600, whole=True) == "3d04h"
 
 
 # -- 7. keys ---------------------------------------------------------------------------

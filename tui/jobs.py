@@ -125,7 +125,7 @@ class JobsScreen(Screen[None]):
             self.search.older.discard(job_id)
         for update in changes["jobs"]:
             jobs.put(update)
-        for job_id in jobs.overflow(self.max_rows, keep=self.search.older):
+        for job_id in jobs.overflow(self.max_rows, self.search.older, self.table.cursor_key):
             jobs.forget(job_id)  # the cap holds in a burst: the oldest rows go
         self._counts_changed()
         self.table.refresh()

@@ -34,6 +34,7 @@ STATUS_STYLE = {
 
 SORTS = ("submitted", "status", "type", "waited", "ran", "text")  # `s` cycles through these
 NEWLINE = "⏎"  # a newline in a one-line cell
+STATUS_WIDTH = 22  # the STATUS column: `running ▰▰▰▰▰▰▰▰ 100%`, `queued #9982 in ~2h01m`
 
 
 @dataclass(slots=True)
@@ -161,14 +162,17 @@ class Jobs:
                 self._unqueue(job.seq)
         return job
 
-    def overflow(self, cap: int, keep: Iterable[str] = ()) -> list[str]:
-        """The ids of the oldest jobs past `cap` (never the running one nor `keep`); the
+    def overflow(
+        self, cap: int, outside: Iterable[str] = (), pinned: str | None = None
+    ) -> list[str]:
+        """The ids of the oldest jobs past `cap`, not counting the `outside` ones (a search's
+        older jobs) and never the running one nor the `pinned` one (under the cursor); the
         window's floor moves up past them, so a search of older jobs reads them again."""
-        spared: set[str | None] = {job_id for job_id in keep if job_id in self.by_id}
+        spared: set[str | None] = {job_id for job_id in outside if job_id in self.by_id}
         extra = len(self.by_id) - len(spared) - cap
         if extra <= 0:
             return []
-        spared.add(self._running)
+        spared |= {self._running, pinned}
         oldest = heapq.nsmallest(
             extra,
             (job for job in self.by_id.values() if job.id not in spared),
@@ -255,7 +259,10 @@ def text_cell(job: Job, width: int) -> Text:
 
 @lru_cache(maxsize=4096)
 def _queued(rank: int, wait: str) -> Text:
-    return Text(f"queued #{rank} in ~{wait}", style=STATUS_STYLE[JobStatus.QUEUED])
+    text = f"queued #{rank} in ~{wait}"
+    if len(text) > STATUS_WIDTH:
+        text = f"queued #{rank} ~{wait}"  # a long queue: the rank and the wait still fit
+    return Text(text, style=STATUS_STYLE[JobStatus.QUEUED])
 
 
 @lru_cache(maxsize=16)
@@ -293,7 +300,7 @@ def progress(job: Job, now: float) -> float:
 
 
 def duration(seconds: float | None, *, whole: bool = False) -> str:
-    """`0.4s`, `12s`, `3m05s`, `2h01m`; empty for None; `whole`: no tenths."""
+    """`0.4s`, `12s`, `3m05s`, `2h01m`, `3d04h`; empty for None; `whole`: no tenths."""
     if seconds is None:
         return ""
     seconds = max(0.0, seconds)
@@ -303,7 +310,9 @@ def duration(seconds: float | None, *, whole: bool = False) -> str:
         return f"{seconds:.0f}s"
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"
 
 
 def sort_key(column: str, now: float) -> Callable[[Job], Any]:

@@ -44,7 +44,7 @@ class Column:
     justify: str = "left"
 
 
-FIXED = (Column("type", "TYPE", 7), Column("status", "STATUS", 22))
+FIXED = (Column("type", "TYPE", 7), Column("status", "STATUS", model.STATUS_WIDTH))
 OPTIONAL = (  # shown in this order while they fit: dropped from the end
     Column("submitted", "SUBMITTED", 9),
     Column("waited", "WAITED", 7, "right"),
