@@ -29,7 +29,6 @@ from tui import model, submit
 from tui.app import Dashboard
 from tui.confirm import ConfirmScreen
 from tui.details import DetailScreen
-from tui.main import read_token
 from tui.status import Link, Search, status_line
 from tui.submit import SubmitScreen
 from tui.table import JobTable, layout
@@ -299,15 +298,16 @@ def test_a_wrong_token_at_start_exits_2_with_the_clis_message(tmp_path: Path) ->
         started.reap()
 
 
-def test_the_token_file_is_read_and_beats_the_option(tmp_path: Path) -> None:
-    """`--token-file` gives the token (trailing newline dropped); it wins over `--token`."""
+def test_the_token_file_gives_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--token-file PATH` and TASKRPC_TOKEN_FILE give the token (trailing newline dropped)."""
     from tui.main import _parser
 
     path = tmp_path / "token"
     path.write_text("s3cret\n")
-    parser = _parser()
-    args = parser.parse_args(["--token", "other", "--token-file", str(path)])
-    assert read_token(parser, args) == "s3cret"
+    monkeypatch.delenv("TASKRPC_TOKEN", raising=False)
+    assert _parser().parse_args(["--token-file", str(path)]).token == "s3cret"
+    monkeypatch.setenv("TASKRPC_TOKEN_FILE", str(path))
+    assert _parser().parse_args([]).token == "s3cret"
 
 
 # -- 6. queued rows live ---------------------------------------------------------------
@@ -593,3 +593,24 @@ async def test_the_filter_box_leaves_the_header_and_the_tables_width(utc: None) 
         assert shown[2].strip() == "swap"
         assert table(app).region.width == 60
         assert "esc Clear filter" in shown[-1]
+
+
+async def test_details_follow_a_running_job_to_its_result(start_server: StartServer) -> None:
+    """Opened while the job runs, the details show it running, then done with its result
+    (through the client's `follow`, the one way to follow a job)."""
+    server = await start_server(time_scale=1.5)  # 3 s: long enough to open the details
+    job = await server.store.submit("reverse", "пример")
+    async with Client(server.url) as client:
+        app = Dashboard(client)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: job.id in table(app), "the row")
+            await settle(pilot, lambda: job.status is JobStatus.RUNNING, "running")
+            await pilot.press("enter")
+            await settle(pilot, lambda: isinstance(app.screen, DetailScreen), "details")
+            screen = app.screen
+            assert isinstance(screen, DetailScreen)
+            await settle(pilot, lambda: screen.job is not None, "the job")
+            assert screen.job is not None
+            assert screen.job["status"] == "running"
+            await settle(pilot, lambda: screen.result == "ремирп", "the result")
+            assert screen.job["status"] == "done"

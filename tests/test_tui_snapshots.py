@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -110,8 +110,10 @@ class FakeBackend:
     async def result(self, job_id: str) -> str:
         return "ремирп"
 
-    async def wait(self, job_id: str, timeout: float, seen: JobObject | None = None) -> JobObject:
-        return DONE
+    async def follow(
+        self, job: JobObject | str, timeout: float | None = None
+    ) -> AsyncIterator[JobObject]:
+        yield await self.status(job if isinstance(job, str) else job["id"])
 
     async def cancel(self, job_id: str) -> JobObject:
         return DONE

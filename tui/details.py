@@ -32,7 +32,6 @@ from tui import model
 from tui.backend import Backend
 from tui.help import HELP_AND_QUIT
 
-LONG_POLL = 25.0  # seconds one `wait` call may block while the screen is open
 CLIPBOARD_MAX = 100_000  # characters a terminal's clipboard (OSC 52) reliably takes
 
 
@@ -77,12 +76,10 @@ class DetailScreen(Screen[None]):
     async def follow(self) -> None:
         """Show the job, then each change until it finishes, then its result."""
         try:
-            job = await self.backend.status(self.job_id)
-            self.show(job)
-            while not JobStatus(job["status"]).finished:
-                job = await self.backend.wait(self.job_id, LONG_POLL, seen=job)
+            job: JobObject | None = None
+            async for job in self.backend.follow(self.job_id):  # the client's one way
                 self.show(job)
-            if job["status"] == JobStatus.DONE:
+            if job is not None and job["status"] == JobStatus.DONE:
                 self.result = await self.backend.result(self.job_id)
                 self._show_result(Text(visible(self.result, multiline=True)))
         except (JobFailed, JobCancelled) as exc:

@@ -12,12 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from backend.protocol import ENV_PREFIX, RpcError, Unauthorized
 from cli.client import TransportError
 from cli.main import ExitStatus
-from cli.options import add_connection_options, non_negative, token
+from cli.options import add_connection_options, non_negative
 
 if TYPE_CHECKING:
     from cli.client import Client
@@ -28,12 +28,10 @@ TOKEN_CHECK = 3.0  # seconds the start-up token check waits for an answer
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the dashboard; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    token = read_token(parser, args)
+    args = _parser().parse_args(argv)
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)  # logs would tear the screen
     try:
-        asyncio.run(_run(args.url, token, local=args.local, time_scale=args.time_scale))
+        asyncio.run(_run(args.url, args.token, local=args.local, time_scale=args.time_scale))
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     except Unauthorized as exc:  # as the CLI says it, and with its exit status
@@ -69,23 +67,6 @@ async def check_token(client: Client) -> None:
         return  # a hung server: the dashboard shows "connecting" and keeps trying
 
 
-def read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
-    """The token: `--token-file` (env TASKRPC_TOKEN_FILE) wins over `--token`; a file that
-    cannot be read is a usage error (exit 2), one line."""
-    path = args.token_file
-    if not path:
-        return cast(str | None, args.token)
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        parser.error(f"cannot read the token file {path!r}: {getattr(exc, 'strerror', exc)}")
-    try:
-        return token(text)
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"the token file {path!r}: {exc}")
-
-
 @contextlib.asynccontextmanager
 async def local_server(time_scale: float = 1.0) -> AsyncIterator[str]:
     """A taskrpc server in this process on a free loopback port; yields its URL."""
@@ -109,15 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "  TASKRPC_TOKEN_FILE=~/.taskrpc-token taskrpc-tui",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_options(parser)
-    with contextlib.suppress(argparse.ArgumentError):  # cli/options.py may come to have it
-        parser.add_argument(
-            "--token-file",
-            default=os.environ.get(f"{ENV_PREFIX}TOKEN_FILE"),
-            metavar="PATH",
-            help="read the bearer token from this file: unlike --token, it does not show "
-            f"in `ps` (env {ENV_PREFIX}TOKEN_FILE)",
-        )
+    add_connection_options(parser, token_file=True)  # --token-file PATH, TASKRPC_TOKEN_FILE
     parser.add_argument(
         "--local",
         action="store_true",
