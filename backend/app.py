@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from backend import ws
+from backend.connections import GatedSite, connection_cap, quiet_accept_errors, raise_fd_limit
 from backend.envelope import dumps, error
 from backend.gate import HTTP_LOG, TOKEN_SHOWN, Gate, too_large
 from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
@@ -45,7 +46,14 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(HEALTH_PATH, health)
     app.cleanup_ctx.append(_worker)
     app.on_shutdown.append(_wake_waiters)
-    ws.setup(app, store, app[API], settings.token, settings.max_body_bytes)
+    ws.setup(
+        app,
+        store,
+        app[API],
+        settings.token,
+        settings.max_body_bytes,
+        max_sockets=settings.max_subscribers,
+    )
     return app
 
 
@@ -53,18 +61,36 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
     """Build the app and listen as `settings` say; returns the runner and the URL it serves.
 
     `await runner.cleanup()` stops it gracefully. Handlers are cancelled when their client
-    goes away, so a dropped long poll frees its task at once.
+    goes away, so a dropped long poll frees its task at once. Connections pass a gate
+    (`backend.connections`): a cap below the file-descriptor limit, which is first raised
+    as far as it goes, and a deadline for the first request head.
     """
+    fd_limit = raise_fd_limit()
+    app = create_app(settings)
+    restore = quiet_accept_errors(asyncio.get_running_loop())
+
+    async def put_back_handler(app: web.Application) -> None:
+        restore()
+
+    app.on_cleanup.append(put_back_handler)
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         handle_signals=False,
         handler_cancellation=True,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=SHUTDOWN_GRACE,
+        keepalive_timeout=settings.keepalive_timeout,
     )
     await runner.setup()
+    site = GatedSite(
+        runner,
+        settings.host,
+        settings.port,
+        limit=connection_cap(settings.max_connections, fd_limit),
+        head_timeout=settings.head_timeout,
+    )
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await site.start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -119,6 +145,8 @@ def limits(settings: Settings) -> Limits:
         max_queued=settings.max_queued,
         max_finished=settings.max_finished,
         max_kept_chars=settings.max_kept_chars,
+        max_waiters=settings.max_waiters,
+        max_queued_chars=settings.max_queued_chars,
     )
 
 

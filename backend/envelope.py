@@ -28,6 +28,7 @@ from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOCONTEXT, NODATA, NOID
 
+from backend.pacing import side_by_side
 from backend.protocol import ErrorCode, InvalidRequest, ParseError, RpcError
 
 logger = logging.getLogger("taskrpc.rpc")
@@ -68,7 +69,14 @@ def dumps(answer: Any) -> bytes:
     try:
         return orjson.dumps(answer)
     except TypeError:
-        return json.dumps(answer, separators=(",", ":")).encode("ascii")
+        return json.dumps(answer, separators=(",", ":"), default=_unfragment).encode("ascii")
+
+
+def _unfragment(value: object) -> Any:
+    """The value of an orjson.Fragment (pre-encoded JSON, as in snapshots), for the stdlib."""
+    if isinstance(value, orjson.Fragment):
+        return json.loads(orjson.dumps(value))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def parse(body: bytes) -> object:
@@ -131,7 +139,7 @@ class Dispatcher:
             )
         if any(isinstance(item, dict) and item.get("method") in self.blocking for item in request):
             # One may block: run the elements side by side so the others are not held up.
-            answers = await asyncio.gather(*(self.one(item) for item in request))
+            answers = await side_by_side(self.one(item) for item in request)
         else:  # none blocks: no tasks needed, but let other clients in now and then
             answers = []
             for n, item in enumerate(request, start=1):

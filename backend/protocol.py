@@ -71,6 +71,7 @@ class ErrorCode(enum.IntEnum):
     QUEUE_FULL = -32005
     ALREADY_FINISHED = -32006
     UNAUTHORIZED = -32007
+    SERVER_BUSY = -32008
 
 
 class RpcError(Exception):
@@ -146,6 +147,12 @@ class Unauthorized(RpcError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class ServerBusy(RpcError):
+    """A server-wide limit is reached (waits in progress, connections): try again later."""
+
+    code = ErrorCode.SERVER_BUSY
+
+
 _BY_CODE: dict[int, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -161,6 +168,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         QueueFull,
         AlreadyFinished,
         Unauthorized,
+        ServerBusy,
     )
 }
 

@@ -6,6 +6,7 @@ and the WebSocket; this module says what each method does with its params.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from typing import Any
@@ -21,13 +22,16 @@ from backend.protocol import (
     ErrorCode,
     InvalidParams,
     JobStatus,
+    JobSummary,
     Method,
+    ServerBusy,
 )
 from backend.settings import DEFAULTS
 from backend.store import Job, Store
 
 DEFAULT_WAIT = 30.0  # seconds a `wait` call blocks when the caller gives no timeout
 DEFAULT_LIMIT = 100  # job summaries in one page of `list`
+PAGE_SLICE = 256  # job summaries of a `list` page built between two yields
 CURSOR_DIGITS = 18  # a seq has fewer: a longer cursor is invalid, not a huge number to parse
 _STATUSES = [status.value for status in JobStatus]
 
@@ -85,7 +89,10 @@ class Api:
         seconds = min(_number("timeout", timeout), self.max_wait)  # longer waits are cut short
         seen_status = None if status is None else _status(status)
         seen_position = None if position is None else _whole("position", position, low=0)
-        await self.store.wait(job, seconds, seen_status, seen_position)
+        try:
+            await self.store.wait(job, seconds, seen_status, seen_position)
+        except ServerBusy as busy:  # too many waits: answer at once, with the job as it is
+            raise ServerBusy(busy.message, self.store.describe(job)) from None
         return Success(self.store.describe(job))
 
     async def cancel(self, id: object) -> Result:
@@ -105,10 +112,15 @@ class Api:
                 break
             page.append(job)
         more = len(page) == count and any(True for _ in self.store.newest(wanted, page[-1].seq))
+        counts = self.store.counts()
+        summaries: list[JobSummary] = []
+        for start in range(0, len(page), PAGE_SLICE):
+            summaries += [self.store.summarize(job) for job in page[start : start + PAGE_SLICE]]
+            await asyncio.sleep(0)  # ~25 µs a summary: a batch of pages must not hold the loop
         return Success(
             {
-                "jobs": [self.store.summarize(job) for job in page],
-                "counts": self.store.counts(),
+                "jobs": summaries,
+                "counts": counts,
                 "next_cursor": str(page[-1].seq) if more else None,
             }
         )
@@ -269,6 +281,10 @@ _ERRORS = {
         "code": ErrorCode.ALREADY_FINISHED,
         "message": "job already finished",
     },
+    ErrorCode.SERVER_BUSY: {
+        "code": ErrorCode.SERVER_BUSY,
+        "message": "server busy: too many waits in progress; data is the job as it is",
+    },
     ErrorCode.UNAUTHORIZED: {
         "code": ErrorCode.UNAUTHORIZED,
         "message": "missing or wrong token (with HTTP 401), when the server has one",
@@ -285,7 +301,7 @@ _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
         ErrorCode.JOB_FAILED,
         ErrorCode.JOB_CANCELLED,
     ),
-    Method.WAIT: _BY_ID,
+    Method.WAIT: (*_BY_ID, ErrorCode.SERVER_BUSY),
     Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED),
     Method.LIST: (ErrorCode.INVALID_PARAMS,),
 }

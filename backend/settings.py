@@ -83,6 +83,27 @@ class Settings:
         default=None,
         metadata={"help": "read the token from this file (not visible in ps, unlike --token)"},
     )
+    max_connections: int = field(
+        default=1000,
+        metadata={"help": "open connections at once; more are refused (kept below the fd limit)"},
+    )
+    head_timeout: float = field(
+        default=10.0,
+        metadata={"help": "seconds a new connection gets to send its first request head"},
+    )
+    keepalive_timeout: float = field(
+        default=30.0, metadata={"help": "seconds an idle keep-alive connection stays open"}
+    )
+    max_subscribers: int = field(
+        default=100, metadata={"help": "open WebSockets at once; more get HTTP 503"}
+    )
+    max_waiters: int = field(
+        default=10_000, metadata={"help": "'wait' calls in progress at once; more get -32008"}
+    )
+    max_queued_chars: int = field(
+        default=100_000_000,
+        metadata={"help": "characters of text of all waiting jobs together; more get -32005"},
+    )
 
     def __post_init__(self) -> None:
         if self.token_file is not None and self.token is None:
@@ -104,6 +125,10 @@ class Settings:
             "max_result_chars",
             "max_queued",
             "max_kept_chars",
+            "max_connections",
+            "max_subscribers",
+            "max_waiters",
+            "max_queued_chars",
         ):
             if getattr(self, name) < 1:
                 yield f"{name.replace('_', ' ')} must be at least 1"
@@ -111,6 +136,9 @@ class Settings:
             yield "max finished must be at least 1 (a result must stay readable)"
         if not self.max_wait > 0:
             yield "max wait must be > 0"
+        for name in ("head_timeout", "keepalive_timeout"):
+            if not getattr(self, name) > 0:
+                yield f"{name.replace('_', ' ')} must be > 0"
         if self.log_level not in LOG_LEVELS:
             yield f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
         if self.token == "":

@@ -7,8 +7,12 @@ the hub collects changed jobs and sends them every `COALESCE` seconds, serialize
 for all subscribers.
 
 A slow or dead subscriber never slows anyone else: each connection has its own
-writer task and a bounded backlog of notifications. When the backlog overflows,
-it is dropped and the subscriber is told to re-snapshot (`jobs.resync`).
+writer task and a bounded backlog of notifications, which counts what the transport
+still holds too. When the backlog overflows, it is dropped and the subscriber is told
+to re-snapshot (`jobs.resync`). A snapshot is built, and encoded, in slices that yield
+to the event loop, one snapshot at a time for the whole server, and only once the
+socket has sent what it had queued: a client that does not read cannot pile them up.
+The number of open sockets has a cap (`max_subscribers`); past it the upgrade is 503.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from jsonrpcserver import Result, Success
 
@@ -32,11 +37,13 @@ from backend.protocol import (
     JobUpdate,
     Notification,
     RpcError,
+    ServerBusy,
     Snapshot,
     SocketMethod,
     Unauthorized,
 )
 from backend.rpc import Api
+from backend.settings import DEFAULTS
 from backend.store import Job, Store
 
 logger = logging.getLogger("taskrpc.ws")
@@ -52,6 +59,7 @@ AUTH_TIMEOUT = 10.0  # seconds to send the `auth` message when no header carried
 HEARTBEAT = 20.0  # seconds between pings; a peer that does not answer is closed
 DEFAULT_SNAPSHOT = 1000  # jobs in a snapshot unless the subscriber asks otherwise
 MAX_SNAPSHOT = 20_000
+SNAPSHOT_SLICE = 256  # job summaries built between two yields (~25 µs each with 100 000 jobs)
 
 
 class Hub:
@@ -64,6 +72,7 @@ class Hub:
         token: str | None,
         *,
         max_message: int,
+        max_sockets: int = DEFAULTS.max_subscribers,
         interval: float = COALESCE,
         max_backlog: int = MAX_BACKLOG_BYTES,
     ) -> None:
@@ -73,6 +82,8 @@ class Hub:
         self.max_message = max_message
         self.interval = interval
         self.max_backlog = max_backlog
+        self.max_sockets = max_sockets
+        self.snapshot_turn = asyncio.Lock()  # one snapshot at a time: each takes many slices
         self.seq = 0  # notifications sent so far
         self.connections: set[Connection] = set()
         self.subscribers: set[Connection] = set()
@@ -83,9 +94,17 @@ class Hub:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """GET /ws: upgrade, check the token, then answer messages until the peer leaves."""
+        if len(self.connections) >= self.max_sockets:
+            busy = ServerBusy(
+                f"server busy: {self.max_sockets} WebSockets are open, the server's limit "
+                "(--max-subscribers); try again later"
+            )
+            raise web.HTTPServiceUnavailable(
+                text=_dumps(failure(busy)), content_type="application/json"
+            )
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.max_message)
         await ws.prepare(request)
-        connection = Connection(self, ws)
+        connection = Connection(self, ws, request.transport)
         self.connections.add(connection)
         try:
             await connection.serve(authorized=request[TOKEN_SHOWN])  # the gate's verdict
@@ -97,14 +116,28 @@ class Hub:
     async def close_all(self, app: web.Application) -> None:
         """on_shutdown: close every socket so the server can stop."""
         for connection in list(self.connections):
-            await connection.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            await connection.close()
 
-    def snapshot(self, limit: int) -> Snapshot:
-        """The newest `limit` jobs and the counts, as of now."""
+    async def snapshot(self, limit: int) -> Snapshot:
+        """The newest `limit` jobs and the counts, as of now (`seq`).
+
+        Summaries are built and encoded SNAPSHOT_SLICE at a time, yielding in between, and
+        `jobs` is the encoded array (an orjson.Fragment): 20 000 summaries took 490 ms to
+        build and 18 ms to encode in one go. Jobs that change meanwhile may show their newer
+        state; the notifications after `seq` carry it as well, and applying one is idempotent.
+        """
         counts = self.queue.counts()
+        seq = self.seq
+        jobs = list(itertools.islice(self.queue.newest(), limit))
+        parts: list[bytes] = []
+        for start in range(0, len(jobs), SNAPSHOT_SLICE):
+            chunk = [self.update(job) for job in jobs[start : start + SNAPSHOT_SLICE]]
+            parts.append(orjson.dumps(chunk)[1:-1])
+            await asyncio.sleep(0)
+        encoded = orjson.Fragment(b"[" + b",".join(parts) + b"]")
         return {
-            "seq": self.seq,
-            "jobs": [self.update(job) for job in itertools.islice(self.queue.newest(), limit)],
+            "seq": seq,
+            "jobs": cast(list[JobUpdate], encoded),  # encodes as the list of summaries
             "counts": counts,
             "total": sum(counts.values()),
             "limit": limit,
@@ -156,12 +189,19 @@ class Hub:
 class Connection:
     """One socket: a reader that answers requests, a writer that sends, a bounded backlog."""
 
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, hub: Hub, ws: web.WebSocketResponse, transport: asyncio.Transport | None
+    ) -> None:
         self.hub = hub
         self.ws = ws
+        self._transport = transport
         self._out: deque[tuple[str, bool]] = deque()  # (frame, is a notification)
-        self._backlog = 0  # bytes of notifications in _out
-        self._ready = asyncio.Event()
+        self._held: list[str] = []  # notifications that must follow a snapshot being built
+        self._building = 0  # snapshots being built for this socket
+        self._backlog = 0  # characters of notifications in _out and _held
+        self._ready = asyncio.Event()  # set when _out has something to send
+        self._idle = asyncio.Event()  # set while the writer has sent everything queued
+        self._snapshot_turn = asyncio.Lock()  # this socket's snapshots, one after the other
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._authorized = False
@@ -179,20 +219,43 @@ class Connection:
             for task in (*self._tasks, writer):
                 task.cancel()
             await asyncio.gather(*self._tasks, writer, return_exceptions=True)
+            if self._unsent() and self._transport is not None:
+                self._transport.abort()  # a peer that stopped reading: free its buffer now
+
+    async def close(self) -> None:
+        """Say goodbye, or cut the connection if its peer stopped reading (no goodbye fits)."""
+        if self._unsent() and self._transport is not None:
+            self._transport.abort()
+        else:
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     def notify(self, frame: str) -> None:
-        """Queue a notification, or drop the backlog and ask for a resync if it is full."""
-        if self._backlog + len(frame) > self.hub.max_backlog:
+        """Queue a notification, or drop the backlog and ask for a resync if it is full.
+
+        The backlog counts what the transport has not sent yet too: frames already
+        written to a socket whose peer does not read still cost memory.
+        """
+        if self._backlog + len(frame) + self._unsent() > self.hub.max_backlog:
             self._overflow()
             return
-        self._out.append((frame, True))
         self._backlog += len(frame)
-        self._ready.set()
+        if self._building:
+            self._held.append(frame)  # it must go out after the snapshot's answer
+        else:
+            self._push(frame, is_notification=True)
 
     def reply(self, frame: str) -> None:
         """Queue an answer to a request; answers are never dropped."""
-        self._out.append((frame, False))
+        self._push(frame, is_notification=False)
+
+    def _push(self, frame: str, *, is_notification: bool) -> None:
+        self._out.append((frame, is_notification))
+        self._idle.clear()
         self._ready.set()
+
+    def _unsent(self) -> int:
+        """Bytes written to the transport that have not gone to the network yet."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
 
     async def _read(self) -> None:
         async for message in self.ws:
@@ -238,10 +301,13 @@ class Connection:
         try:
             frame = await self._dispatch(data)
             if frame is not None:
-                self._out.append((frame, False))
-                self._out.append(("", False))  # marker: the writer frees a slot after the frame
-                self._ready.set()
+                self._push(frame, is_notification=False)
+                self._push("", is_notification=False)  # marker: the writer frees a slot then
                 answered = True
+            if not self._building and self._held:  # a snapshot's answer is queued: now them
+                for held in self._held:
+                    self._push(held, is_notification=True)
+                self._held.clear()
         finally:
             if not answered:
                 self._slots.release()
@@ -263,19 +329,29 @@ class Connection:
             raise InvalidParams(
                 f"limit must be a whole number from 1 to {MAX_SNAPSHOT}, not {limit!r}"
             )
-        # Drop notifications queued under an older subscription: the snapshot supersedes them.
+        self._building += 1
+        try:
+            async with self._snapshot_turn:
+                await self._idle.wait()  # what it sent before is gone: snapshots cannot pile up
+                async with self.hub.snapshot_turn:
+                    # Notifications of an older subscription: the snapshot supersedes them.
+                    self._drop_notifications()
+                    self.hub.subscribers.add(self)
+                    return Success(await self.hub.snapshot(limit))
+        finally:
+            self._building -= 1
+
+    def _drop_notifications(self) -> None:
         self._out = deque(item for item in self._out if not item[1])
+        self._held.clear()
         self._backlog = 0
-        self.hub.subscribers.add(self)
-        return Success(self.hub.snapshot(limit))
 
     def _overflow(self) -> None:
         logger.warning(
             "a subscriber is %d bytes behind; dropping its backlog and asking it to resync",
-            self._backlog,
+            self._backlog + self._unsent(),
         )
-        self._out = deque(item for item in self._out if not item[1])
-        self._backlog = 0
+        self._drop_notifications()
         self.hub.subscribers.discard(self)  # until it calls subscribe again
         reason = "too far behind: the server dropped the changes it had not sent; subscribe again"
         params = {"reason": reason}
@@ -285,6 +361,7 @@ class Connection:
         while True:
             while not self._out:
                 self._ready.clear()
+                self._idle.set()
                 await self._ready.wait()
             frame, is_notification = self._out.popleft()
             if is_notification:
@@ -299,9 +376,16 @@ class Connection:
 HUB = web.AppKey("ws_hub", Hub)
 
 
-def setup(app: web.Application, queue: Store, api: Api, token: str | None, max_message: int) -> Hub:
+def setup(
+    app: web.Application,
+    queue: Store,
+    api: Api,
+    token: str | None,
+    max_message: int,
+    max_sockets: int = DEFAULTS.max_subscribers,
+) -> Hub:
     """Serve GET /ws on `app` and close its sockets on shutdown."""
-    hub = Hub(queue, api, token, max_message=max_message)
+    hub = Hub(queue, api, token, max_message=max_message, max_sockets=max_sockets)
     app[HUB] = hub
     app.router.add_get(WS_PATH, hub.handle)
     app.on_shutdown.append(hub.close_all)

@@ -242,3 +242,77 @@ async def test_forgotten_jobs_are_reported_removed(start_server: StartServer) ->
                 event = await anext(feed)
                 removed |= set(cast(Changes, event).get("removed", []))
     assert removed == {job.id for job in jobs[:3]}
+
+
+async def test_sockets_past_max_subscribers_get_503(start_server: StartServer) -> None:
+    """Past max_subscribers open sockets the upgrade is HTTP 503 (busy); a freed one works."""
+    server = await start_server(max_subscribers=2)
+    async with aiohttp.ClientSession() as session:
+        first = await session.ws_connect(server.url + WS_PATH)
+        second = await session.ws_connect(server.url + WS_PATH)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(server.url + WS_PATH)
+        assert refused.value.status == 503
+        async with session.get(server.url + WS_PATH, headers={"Upgrade": "websocket"}) as reply:
+            assert reply.status == 503
+            assert (await reply.json())["error"]["code"] == ErrorCode.SERVER_BUSY
+        await first.close()
+        await until(lambda: len(server.app[HUB].connections) == 1, what="the socket to close")
+        third = await session.ws_connect(server.url + WS_PATH)
+        await third.close()
+        await second.close()
+
+
+def _held_for(connection: Connection) -> int:
+    """Characters queued for a socket plus bytes its transport has not sent yet."""
+    transport = connection.ws._req.transport if connection.ws._req is not None else None
+    unsent = transport.get_write_buffer_size() if transport is not None else 0
+    return sum(len(frame) for frame, _ in connection._out) + unsent
+
+
+async def test_the_backlog_counts_what_the_transport_has_not_sent(
+    start_server: StartServer,
+) -> None:
+    """A subscriber whose unread snapshot fills its transport is cut off at the first change."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    hub.max_backlog = 64 * 1024
+    for n in range(5000):
+        await server.store.submit("swap", f"job {n:05d} " + "x" * 30)
+    async with Client(server.url) as client, client.subscribe(limit=1) as slow:
+        await until(lambda: len(hub.subscribers) == 1, what="the slow subscriber")
+        (stuck,) = hub.subscribers
+        _set_buffers(stuck, slow, 4096)
+        assert slow._ws is not None
+        await slow._ws.send_json(
+            {"jsonrpc": "2.0", "method": "subscribe", "params": [5000], "id": 9}
+        )
+        await until(lambda: _held_for(stuck) > hub.max_backlog, what="an unsent snapshot")
+        await server.store.submit("swap", "one small change")  # a notification of about 400 bytes
+        await until(lambda: stuck not in hub.subscribers, what="the stuck subscriber cut off")
+
+
+async def test_pipelined_snapshots_do_not_pile_up_for_a_socket_that_does_not_read(
+    start_server: StartServer,
+) -> None:
+    """16 subscribes from a socket that reads nothing hold one snapshot's worth, not 16."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    for n in range(3000):
+        await server.store.submit("swap", f"job {n:05d} " + "x" * 30)
+    async with Client(server.url) as client, client.subscribe(limit=1) as slow:
+        await until(lambda: len(hub.subscribers) == 1, what="the slow subscriber")
+        (stuck,) = hub.subscribers
+        _set_buffers(stuck, slow, 4096)
+        assert slow._ws is not None
+        for n in range(16):
+            await slow._ws.send_json(
+                {"jsonrpc": "2.0", "method": "subscribe", "params": [3000], "id": n}
+            )
+        await until(lambda: _held_for(stuck) > 500_000, what="the first snapshot")
+        one = _held_for(stuck)
+        worst = one
+        for _ in range(20):  # a second of watching: the others wait for the first to be sent
+            await asyncio.sleep(0.05)
+            worst = max(worst, _held_for(stuck))
+        assert worst < 2 * one, (one, worst)
