@@ -24,14 +24,24 @@ SLICE = 256  # tasks cancelled, or futures woken, per turn of the loop (~10 ms o
 async def side_by_side(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Run `calls` as tasks at once and return their results in order, as `asyncio.gather`.
 
-    If the caller is cancelled, the tasks are cancelled `SLICE` per turn of the loop
-    (with those of every other cancelled batch), instead of all in the same turn.
+    They are started at most `SLICE` per turn of the loop, counting every batch's, and
+    if the caller is cancelled, they are cancelled at most `SLICE` per turn likewise:
+    50 batches of 1 000 waits arriving together held the loop 5.9 s when started at once.
     """
-    tasks = [asyncio.ensure_future(call) for call in calls]
+    pacer = _pacer()
+    waiting = list(calls)
+    tasks: list[asyncio.Future[T]] = []
     try:
+        for call in waiting:
+            if not pacer.may_start():
+                await pacer.next_turn()  # this turn's starts are used up
+            tasks.append(asyncio.ensure_future(call))
         await asyncio.wait(tasks)
     except asyncio.CancelledError:
-        _pacer().cancel(tasks)
+        pacer.cancel(tasks)
+        for call in waiting[len(tasks) :]:  # never started: close them without running them
+            if asyncio.iscoroutine(call):
+                call.close()
         raise
     return [task.result() for task in tasks]
 
@@ -48,6 +58,32 @@ class _Pacer:
         self._loop = loop
         self._work: deque[tuple[bool, asyncio.Future[Any]]] = deque()  # (cancel?, which)
         self._scheduled = False
+        self._started = 0  # tasks started in this turn
+        self._next: asyncio.Future[None] | None = None  # done when a new turn begins
+
+    def may_start(self) -> bool:
+        """Count one task start in this turn; False once SLICE were started."""
+        if self._started >= SLICE:
+            return False
+        if self._started == 0:
+            self._loop.call_soon(self._new_turn)
+        self._started += 1
+        return True
+
+    async def next_turn(self) -> None:
+        """Return in a later turn, and count a start there (False from may_start came first)."""
+        while True:
+            if self._next is None:
+                self._next = self._loop.create_future()
+            await asyncio.shield(self._next)  # shared: one caller's cancel must not end it
+            if self.may_start():
+                return
+
+    def _new_turn(self) -> None:
+        self._started = 0
+        if self._next is not None:
+            self._next.set_result(None)
+            self._next = None
 
     def cancel(self, tasks: Iterable[asyncio.Future[Any]]) -> None:
         self._add((True, task) for task in tasks)
