@@ -104,9 +104,12 @@ def _idle(port: int) -> float:
     return probe.worst
 
 
-def _waits(rows: list[Row]) -> None:
-    flags = ("--time-scale", "1000", "--max-waiters", str(WAITS))
-    with Server.taskrpc(*flags) as server:
+def _waits(rows: list[Row], max_waiters: int | None = None) -> None:
+    """50 clients send 1 000 waits each, then vanish; at the default --max-waiters 10 000 are
+    held (the rest answered -32008), with --max-waiters 50000 all of them."""
+    extra = () if max_waiters is None else ("--max-waiters", str(max_waiters))
+    held = f"{max_waiters or 10_000:,} held" + ("" if max_waiters else ", the default limit")
+    with Server.taskrpc("--time-scale", "1000", *extra) as server:
         rpc = Rpc(server.port)
         (job_id,) = _fill(rpc, 1)
         idle = _idle(server.port)
@@ -120,6 +123,7 @@ def _waits(rows: list[Row]) -> None:
                 client.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
                 clients.append(client)
             _until(lambda: _busy(rpc, job_id), "the waits to be held")
+            time.sleep(1.0)  # the refused ones, if any, are answered meanwhile
         with Probe(server.port) as dropping:
             started = time.perf_counter()
             rpc.call("submit", type="reverse", data="one more")
@@ -130,10 +134,10 @@ def _waits(rows: list[Row]) -> None:
             _until(lambda: not _busy(rpc, job_id), "the waits to be dropped")
             time.sleep(0.5)
         rpc.close()
-    rows.append(_flood_row(f"{WAITS:,} waits arriving (50 x 1 000)", holding.worst, idle))
+    rows.append(_flood_row(f"{WAITS:,} waits arriving (50 x 1 000; {held})", holding.worst, idle))
     rows.append(
         _flood_row(
-            f"{WAITS:,} waits dropped at once",
+            f"those waits dropped at once ({held})",
             dropping.worst,
             idle,
             f"a submit with them held: {submit * 1000:.0f} ms",
@@ -251,6 +255,7 @@ def _all_done(rpc: Rpc, last: str) -> bool:
 def rows() -> list[Row]:
     result: list[Row] = []
     _waits(result)
+    _waits(result, WAITS)
     _full_server_floods(result)
     _memory(result)
     return result
