@@ -434,12 +434,12 @@ class MemoryStore:
         if timeout <= 0:
             return job  # nothing to wait for, and no place taken from the waits that do
         seq = job.seq if seen_position is not None and job.status is JobStatus.QUEUED else None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._closed and not self._changed_since(job, seen_status, seen_position):
-            if loop.time() >= deadline:
-                break
-            await self._waiters.wait(job.id, seq, deadline)
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._closed and not self._changed_since(job, seen_status, seen_position):
+                    await self._waiters.wait(job.id, seq)
+        except TimeoutError:
+            pass
         return job
 
     def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:

@@ -34,18 +34,9 @@ class Waiters:
         self._seqs: list[int] = []  # the keys of _by_seq, sorted; may hold stale ones
         self.count = 0  # waits parked now
 
-    async def wait(
-        self, job_id: str, seq: int | None = None, deadline: float | None = None
-    ) -> None:
-        """Return at the next change of job `job_id` (and, given its `seq`, of its position),
-        or at the loop time `deadline`.
-
-        The deadline wakes the wait through the pacer too: 10 000 waits sent together end
-        together, and asyncio.timeout would unwind them all in one turn of the loop.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, pacing.wake, (future,))
+    async def wait(self, job_id: str, seq: int | None = None) -> None:
+        """Return at the next change of job `job_id` (and, given its `seq`, of its position)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         _park(self._by_job, job_id, future)
         if seq is not None:
             if seq not in self._by_seq:
@@ -55,8 +46,6 @@ class Waiters:
         try:
             await future
         finally:
-            if timer is not None:
-                timer.cancel()
             self.count -= 1
             _unpark(self._by_job, job_id, future)
             if seq is not None:
