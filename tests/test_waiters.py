@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from typing import Any
 
 import pytest
 
+from backend.pacing import SLICE, side_by_side
 from backend.protocol import ErrorCode, JobStatus
 from backend.store import Limits, MemoryStore
 from backend.waiters import Waiters
@@ -127,3 +129,30 @@ async def test_pages_with_a_cursor_match_a_plain_filter(status: JobStatus | None
             if (before is None or job.seq < before) and (status is None or job.status is status)
         ]
         assert list(store.newest(status, before)) == expected, (status, before)
+
+
+async def test_a_batch_starts_and_is_cancelled_a_slice_per_turn() -> None:
+    """side_by_side starts at most SLICE tasks per loop turn, and cancels them likewise."""
+    loop = asyncio.get_running_loop()
+    turns = 0
+    started_in_turn: list[int] = []
+
+    async def parked(parked_at: list[int]) -> None:
+        parked_at.append(turns)
+        await asyncio.Future()  # forever, until cancelled
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = loop.create_task(count_turns())
+    calls = (parked(started_in_turn) for _ in range(4 * SLICE))
+    batch = asyncio.ensure_future(side_by_side(calls))
+    await until(lambda: len(started_in_turn) == 4 * SLICE, what="every task started")
+    assert max(Counter(started_in_turn).values()) <= SLICE
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    ticker.cancel()
