@@ -1,7 +1,8 @@
 """The synchronous client: the Python API for scripts, and the transport of `taskrpc`.
 
-Standard library only (`http.client`), so a one-shot command starts in a blink; one
-keep-alive connection carries every call of a client, long polls included::
+Standard library only (a small HTTP/1.1 exchange on a socket, `cli.http1`), so a one-shot
+command starts in a blink; one keep-alive connection carries every call of a client, long
+polls included::
 
     from cli.sync import SyncClient, JobFailed
 
@@ -17,7 +18,6 @@ server raised, and `TransportError` and its subclasses for network trouble.
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import socket
 from collections.abc import Iterator
@@ -43,6 +43,7 @@ from backend.protocol import (
     Unauthorized,
     bearer,
 )
+from cli.http1 import Closed, Connection, NotHttp
 from cli.rpc import (
     Call,
     Calls,
@@ -80,7 +81,7 @@ __all__ = [
 T = TypeVar("T")
 
 # A keep-alive connection the server has closed since the last call fails like this on reuse.
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_STALE = (Closed, ConnectionResetError, BrokenPipeError)
 
 
 class SyncClient:
@@ -101,7 +102,7 @@ class SyncClient:
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = bearer(token)
-        self._connection: http.client.HTTPConnection | None = None
+        self._connection: Connection | None = None
         self._ids = itertools.count(1)
 
     def __enter__(self) -> Self:
@@ -186,43 +187,32 @@ class SyncClient:
         return call.read(self._exchange(body, call.timeout))  # the server dropped an idle one
 
     def _exchange(self, body: bytes, timeout: float) -> Any:
-        connection = self._connect(timeout)
+        if self._connection is None:
+            self._connection = Connection(self._host, self._port, https=self._https)
+        connection = self._connection
         try:
-            connection.request("POST", self._path, body, self._headers)
-        except (ConnectionRefusedError, socket.gaierror, TimeoutError) as exc:
-            self.close()
-            raise Unreachable(self.url, _reason(exc)) from None
+            connection.send(self._path, body, self._headers, timeout)
         except _STALE:
             raise
-        except OSError as exc:
+        except OSError as exc:  # refused, unknown host, timed out, TLS refused…
             self.close()
             raise Unreachable(self.url, _reason(exc)) from None
         try:
-            reply = connection.getresponse()
-            answer = reply.read()
+            answer = connection.read()
         except _STALE:
             raise
         except TimeoutError:
             self.close()
             raise TransportError(f"{self.url} did not answer within {timeout:g} s") from None
-        except http.client.HTTPException:  # e.g. an SSH or SMTP server's greeting
+        except NotHttp:  # e.g. an SSH or SMTP server's greeting
             self.close()
             raise NotTaskrpc(self.url, "something that is not HTTP") from None
         except OSError as exc:
             self.close()
             raise Disconnected(f"talking to {self.url} failed: {_reason(exc)}") from None
-        if reply.will_close:
+        if answer.close:
             self.close()
-        return decode(reply.status, answer, self.url)
-
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self._connection is None:
-            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._connection = kind(self._host, self._port, timeout=timeout)
-        self._connection.timeout = timeout
-        if self._connection.sock is not None:
-            self._connection.sock.settimeout(timeout)
-        return self._connection
+        return decode(answer.status, answer.body, self.url)
 
 
 def _reason(exc: BaseException) -> str:

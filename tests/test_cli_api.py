@@ -181,3 +181,90 @@ async def test_a_service_that_is_not_http() -> None:
     async with server:
         with pytest.raises(NotTaskrpc, match=r"answered something that is not HTTP"):
             await asyncio.to_thread(types_at, f"http://127.0.0.1:{port}")
+
+
+class RawHttp:
+    """A stand-in that reads each request (head and Content-Length body) and writes `answers`
+    in turn, as raw bytes: the framings a server may choose, exactly as they travel."""
+
+    def __init__(self, *answers: bytes) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while self.answers:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+            assert length is not None
+            self.requests.append(head + await reader.readexactly(int(length[1])))
+            writer.write(self.answers.pop(0))
+            await writer.drain()
+        writer.close()
+
+
+async def raw_types(raw: RawHttp, calls: int = 1) -> list[Any]:
+    """`calls` types() calls on one SyncClient against `raw` (the client runs in a thread)."""
+
+    def run(url: str) -> list[Any]:
+        with SyncClient(url) as client:
+            return [client.types() for _ in range(calls)]
+
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    async with server:
+        return await asyncio.to_thread(
+            run, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        )
+
+
+def ok(result: str, request_id: int) -> bytes:
+    return f'{{"jsonrpc": "2.0", "result": {result}, "id": {request_id}}}'.encode()
+
+
+async def test_a_chunked_answer_is_read_whole_and_keeps_the_connection() -> None:
+    """A chunked answer (with a chunk extension and a trailer) is joined; the connection stays."""
+    body = ok('["кот"]', 1)
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        % (10, body[:10], len(body) - 10, body[10:])
+    )
+    plain = ok("[2]", 2)
+    raw = RawHttp(chunked, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(plain), plain))
+    assert await raw_types(raw, calls=2) == [["кот"], [2]]
+    assert raw.connections == 1
+    assert raw.requests[0].startswith(b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+async def test_an_answer_framed_by_the_end_of_the_connection() -> None:
+    """An answer without a length (HTTP/1.0 style) is read to the end; the next call reconnects."""
+    raw = RawHttp(b"HTTP/1.0 200 OK\r\n\r\n" + ok("[1]", 1))
+    raw2 = RawHttp(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    assert await raw_types(raw) == [[1]]
+    with pytest.raises(NotTaskrpc, match="HTTP 200"):
+        await raw_types(raw2)
+
+
+async def test_an_answer_cut_short_is_disconnected() -> None:
+    """A body shorter than its Content-Length, or a chunk cut short, is Disconnected."""
+    for answer in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + ok("[]", 1),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + ok("[]", 1),
+    ):
+        with pytest.raises(Disconnected, match="closed in the middle of an answer"):
+            await raw_types(RawHttp(answer))
+
+
+async def test_malformed_framing_is_not_taskrpc() -> None:
+    """A bad Content-Length or chunk size is NotTaskrpc, never a traceback or a hang."""
+    for answer in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    ):
+        with pytest.raises(NotTaskrpc, match="something that is not HTTP"):
+            await raw_types(RawHttp(answer))
