@@ -210,6 +210,16 @@ def test_help_shows_an_example(command: str) -> None:
     assert re.search(r"example:\n  .*taskrpc ", done.stdout)
 
 
+@pytest.mark.parametrize("columns", [50, 100])
+def test_help_fits_the_terminal_width(columns: int) -> None:
+    """--help is wrapped to $COLUMNS, as argparse's own width finding would do."""
+    done = run_cli("wait", "--help", env={"COLUMNS": str(columns)})
+    wrapped = done.stdout.split("options:")[1].split("example:")[0]  # not the raw texts
+    widths = [len(line) for line in wrapped.splitlines()]
+    assert max(widths) <= columns - 2
+    assert max(widths) > columns - 15  # the long help texts fill the width
+
+
 def test_cli_imports_stay_light() -> None:
     """Loading the CLI imports neither Textual nor aiohttp (a command neither: test_cli_errors)."""
     code = "import sys, cli.main; print('textual' in sys.modules, 'aiohttp' in sys.modules)"
