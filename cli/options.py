@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from urllib.parse import urlsplit
 
 from backend.protocol import DEFAULT_URL, ENV_PREFIX
+from cli.urls import target
 
 TOKEN_ENV = f"{ENV_PREFIX}TOKEN"
 TOKEN_FILE_ENV = f"{ENV_PREFIX}TOKEN_FILE"
@@ -58,13 +58,11 @@ def add_connection_options(
 
 
 def url(text: str) -> str:
-    """An http(s) URL with a host, or an argparse error."""
+    """An http(s) URL a request can use (`cli.urls.target`), or an argparse error."""
     try:
-        parts = urlsplit(text)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// URL of a taskrpc server")
+        target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

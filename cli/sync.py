@@ -23,7 +23,6 @@ import socket
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 from backend.protocol import (
     DEFAULT_URL,
@@ -57,6 +56,7 @@ from cli.rpc import (
     base_url,
     decode,
 )
+from cli.urls import target
 
 __all__ = [
     "AlreadyFinished",
@@ -92,13 +92,11 @@ class SyncClient:
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None) -> None:
         self.url = base_url(url)
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// URL of a taskrpc server")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path + RPC_PATH
+        where = target(self.url)  # ValueError if no request can use it
+        self._https = where.https
+        self._host = where.host
+        self._port = where.port
+        self._path = where.path + RPC_PATH
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = bearer(token)

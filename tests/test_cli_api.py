@@ -97,6 +97,13 @@ def test_unreachable() -> None:
     assert "cannot reach http://127.0.0.1:9" in str(caught.value)
 
 
+@pytest.mark.parametrize("url", ["ftp://h", "http://h/a b", "http://h/a\r\nX: y", "http://h:x"])
+def test_a_url_no_request_can_use_is_refused_at_once(url: str) -> None:
+    """A URL that is not http(s), or whose path would break the request line, is a ValueError."""
+    with pytest.raises(ValueError, match=r"is not an http|has a (space|bad port)"):
+        SyncClient(url)
+
+
 class Recorder:
     """A stand-in server that answers every call with `[]` and notes each connection's port."""
 

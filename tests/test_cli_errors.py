@@ -235,6 +235,8 @@ async def test_a_server_that_is_not_taskrpc_is_exit_3() -> None:
         (["frobnicate"], "taskrpc: argument COMMAND: invalid choice: 'frobnicate'"),
         (["list", "--limit", "x"], "taskrpc: argument --limit: invalid int value: 'x'; see"),
         (["--url", "foo", "types"], "taskrpc: argument --url: 'foo' is not an http:// URL"),
+        (["--url", "http://h/a b", "types"], "taskrpc: argument --url: 'http://h/a b' has a space"),
+        (["--url", "http://h:99999", "types"], "taskrpc: argument --url: 'http://h:99999' has a"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(args: list[str], line: str) -> None:
