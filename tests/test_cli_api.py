@@ -275,3 +275,11 @@ async def test_malformed_framing_is_not_taskrpc() -> None:
     ):
         with pytest.raises(NotTaskrpc, match="something that is not HTTP"):
             await raw_types(RawHttp(answer))
+
+
+async def test_https_to_a_plain_http_server_is_unreachable() -> None:
+    """An https:// URL where plain HTTP answers: the TLS handshake fails, Unreachable, one line."""
+    async with stand_in(recording(Recorder())) as url:
+        secure = url.replace("http://", "https://")
+        with pytest.raises(Unreachable, match=r"cannot reach https://127\.0\.0\.1:\d+ .*\(.+\)"):
+            await asyncio.to_thread(types_at, secure)
