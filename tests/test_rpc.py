@@ -330,7 +330,7 @@ def test_error_codes_match_the_specification() -> None:
         "INVALID_PARAMS": -32602,
         "INTERNAL_ERROR": -32603,
     }
-    assert [c.value for c in ErrorCode if c.value > -32100] == list(range(-32001, -32009, -1))
+    assert [c.value for c in ErrorCode if c.value > -32100] == list(range(-32001, -32010, -1))
 
 
 # -- other methods -----------------------------------------------------------------------------

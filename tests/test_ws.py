@@ -88,7 +88,8 @@ async def test_a_burst_is_coalesced_into_few_notifications(start_server: StartSe
     """500 submits in a burst reach a subscriber as a handful of notifications, not 500."""
     server = await start_server(time_scale=SLOW)
     async with Client(server.url) as client, client.subscribe() as feed:
-        ids = {(await server.store.submit("swap", f"text {n}")).id for n in range(500)}
+        burst = [server.store.submit("swap", f"text {n}") for n in range(500)]
+        ids = {job.id for job in await asyncio.gather(*burst)}
         seen: set[str] = set()
         notifications = 0
         async with asyncio.timeout(10):
