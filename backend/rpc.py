@@ -217,12 +217,17 @@ _JOB_SCHEMA = {
         "finished_at": _NULLABLE_TIME,
         "estimated_finish_at": _NULLABLE_TIME,
         "error": {"type": ["string", "null"]},
+        "attempts": {"type": "integer", "description": "runs started: 1 for a first run"},
     },
 }
 _SUMMARY_SCHEMA = {
     "type": "object",
     "properties": {
-        **{k: v for k, v in _JOB_SCHEMA["properties"].items() if k not in ("data", "error")},  # type: ignore[attr-defined]
+        **{
+            k: v
+            for k, v in _JOB_SCHEMA["properties"].items()  # type: ignore[attr-defined]
+            if k not in ("data", "error", "attempts")
+        },
         "seq": {"type": "integer", "description": "submission order: 0, 1, 2…"},
         "preview": {
             "type": "string",
@@ -289,11 +294,15 @@ _ERRORS = {
         "code": ErrorCode.UNAUTHORIZED,
         "message": "missing or wrong token (with HTTP 401), when the server has one",
     },
+    ErrorCode.STORAGE_UNAVAILABLE: {
+        "code": ErrorCode.STORAGE_UNAVAILABLE,
+        "message": "storage unavailable: the change could not be written (disk full); retry",
+    },
 }
 _AUTH = ErrorCode.UNAUTHORIZED
 _BY_ID = (ErrorCode.INVALID_PARAMS, ErrorCode.JOB_NOT_FOUND)
 _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
-    Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL),
+    Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL, ErrorCode.STORAGE_UNAVAILABLE),
     Method.STATUS: _BY_ID,
     Method.RESULT: (
         *_BY_ID,
@@ -302,6 +311,6 @@ _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
         ErrorCode.JOB_CANCELLED,
     ),
     Method.WAIT: (*_BY_ID, ErrorCode.SERVER_BUSY),
-    Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED),
+    Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED, ErrorCode.STORAGE_UNAVAILABLE),
     Method.LIST: (ErrorCode.INVALID_PARAMS,),
 }

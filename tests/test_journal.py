@@ -302,3 +302,22 @@ def test_default_path_is_used_when_neither_is_set(tmp_path: Path) -> None:
         assert server.line.endswith(f"jobs kept in {expected}; Ctrl+C to stop)\n")
     finally:
         server.reap()
+
+
+def test_the_local_dashboard_takes_db(tmp_path: Path) -> None:
+    """`taskrpc-tui --local --db FILE` uses FILE: on a file in use it exits 2 with one line."""
+    path = tmp_path / "jobs.db"
+    server = spawn_server("--db", str(path))
+    try:
+        done = subprocess.run(
+            [str(BIN / "taskrpc-tui"), "--local", "--db", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.reap()
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"taskrpc-tui: {path} is in use by another taskrpc-server")
+    assert done.stderr.count("\n") == 1, done.stderr

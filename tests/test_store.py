@@ -412,3 +412,15 @@ async def test_list_by_status_is_newest_first(store: MemoryStore) -> None:
     assert list(store.newest(JobStatus.QUEUED)) == [jobs[5], jobs[3]]
     for job in (jobs[0], jobs[3], jobs[5]):
         await store.cancel(job.id)
+
+
+async def test_a_memory_only_store_says_what_a_stop_loses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Memory only: stopping with a running and a queued job says that they are lost."""
+    store = MemoryStore(Limits(time_scale=100.0))
+    running = await store.submit(1, "a")
+    await store.submit(1, "b")
+    assert await store.take() is running
+    store.close()
+    assert f"job {running.id} running and 1 queued: they are lost" in caplog.text
