@@ -106,6 +106,7 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._failing = False  # the last commit failed: say so once, and once when it works
         self._deleted = 0  # rows deleted since the last look at the free pages
+        self.commits = 0  # transactions committed so far (how well writes are grouped)
         self.stopped = False
 
     # -- opening (in a thread, before the server answers anyone) ----------------------
@@ -304,6 +305,7 @@ class Journal:
             connection.execute("BEGIN IMMEDIATE")
             outcomes = [write.work(self) for write in batch]
             connection.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")

@@ -34,6 +34,7 @@ DEFAULT_LIMIT = 100  # job summaries in one page of `list`
 PAGE_SLICE = 256  # job summaries of a `list` page built between two yields
 CURSOR_DIGITS = 18  # a seq has fewer: a longer cursor is invalid, not a huge number to parse
 _STATUSES = [status.value for status in JobStatus]
+_MAY_BLOCK = frozenset({Method.WAIT, Method.SUBMIT, Method.CANCEL})  # methods that may suspend
 
 
 class Api:
@@ -59,7 +60,9 @@ class Api:
             Method.TYPES: self.types,
             Method.DISCOVER: self.discover,
         }
-        self.dispatcher = Dispatcher(self.methods, max_batch=max_batch, blocking={Method.WAIT})
+        # A `wait` may block, and a change waits for its commit: a batch holding one runs side
+        # by side (in order), so that its changes share a commit (bench: journal batches).
+        self.dispatcher = Dispatcher(self.methods, max_batch=max_batch, blocking=_MAY_BLOCK)
 
     async def submit(self, type: object, data: object) -> Result:
         """Queue a job; returns the job object with its id."""

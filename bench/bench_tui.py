@@ -54,7 +54,7 @@ async def _cpu_share(seconds: float) -> float:
 
 async def measure() -> dict[str, float]:
     """Seconds for each phase, and the longest apply_changes."""
-    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2)
+    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2, db=":memory:")
     runner, url = await start(settings)
     store = runner.app[STORE]
     jobs = [

@@ -321,3 +321,24 @@ def test_the_local_dashboard_takes_db(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith(f"taskrpc-tui: {path} is in use by another taskrpc-server")
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+async def test_a_batch_of_submits_keeps_its_order_and_shares_commits(
+    start_server: StartServer,
+) -> None:
+    """A batch's submits are queued in the batch's order, each answered, in a few commits."""
+    server = await start_server(time_scale=1000.0)
+    store = server.store
+    assert isinstance(store, JournaledStore)
+    commits = store.journal.commits
+    batch = [
+        {"jsonrpc": "2.0", "method": "submit", "params": ["swap", f"n{n}"], "id": n}
+        for n in range(200)
+    ]
+    status, answers = await server.post(batch)
+    assert status == 200
+    jobs = [answer["result"] for answer in sorted(answers, key=lambda a: a["id"])]
+    seqs = [server.store.get(job["id"]).seq for job in jobs]
+    assert seqs == sorted(seqs)
+    assert [job["data"] for job in jobs] == [f"n{n}" for n in range(200)]
+    assert store.journal.commits - commits <= 20
