@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backend.jobs import lookup
+from backend.jobs import JOB_TYPES, JobType
 from backend.journal import Journal, Refused, Row
 from backend.protocol import JobStatus
 from backend.store import Job, Limits, MemoryStore, check_cancellable, iso
@@ -51,6 +51,7 @@ _FAIL = (
 _DELETE = "DELETE FROM jobs WHERE seq = ?"
 
 Work = Callable[[Journal], Any]
+_STATUSES = {status.value: status for status in JobStatus}
 
 
 class JournaledStore(MemoryStore):
@@ -230,8 +231,9 @@ class JournaledStore(MemoryStore):
         fixes: list[Work] = []
         finished: list[Job] = []
         now = self._clock()
+        job_types = {job_type.name: job_type for job_type in JOB_TYPES}
         for row in rows:
-            job = self._job(row)
+            job = self._job(row, job_types)
             if job.status is JobStatus.RUNNING or (
                 job.status is JobStatus.QUEUED and job.attempts
             ):  # its run was interrupted (a crash, or a stop that put it back)
@@ -262,31 +264,33 @@ class JournaledStore(MemoryStore):
             self._work.set()
         return fixes
 
-    def _job(self, row: Row) -> Job:
+    def _job(self, row: Row, job_types: dict[str, JobType]) -> Job:
+        """The job of one row. Positional arguments and dict lookups: 110 000 rows are read
+        in the restart budget (bench row "journal: restart")."""
         seq, job_id, type_name, data, delay, status, submitted, started, finished = row[:9]
-        job_type = lookup(type_name)
+        job_type = job_types.get(type_name)
         if job_type is None:
             raise Refused(
                 f"{self.path} holds job {job_id} of type {type_name!r}, which this version of "
                 "taskrpc does not know; upgrade taskrpc, or start with --db another path"
             )
         return Job(
-            id=job_id,
-            type=job_type,
-            data=data,
-            delay=delay,
-            seq=seq,
-            delay_before=0.0,
-            submitted_at=submitted,
-            status=JobStatus(status),
-            started_at=started,
-            finished_at=finished,
-            result=row[9],
-            error=row[10],
-            attempts=row[11],
-            submitted_iso=iso(submitted),
-            started_iso=iso(started),
-            finished_iso=iso(finished),
+            job_id,
+            job_type,
+            data,
+            delay,
+            seq,
+            0.0,
+            submitted,
+            _STATUSES[status],
+            started,
+            finished,
+            row[9],
+            row[10],
+            row[11],
+            iso(submitted),
+            None if started is None else iso(started),
+            None if finished is None else iso(finished),
         )
 
 
