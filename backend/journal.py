@@ -262,7 +262,7 @@ class Journal:
             self.stopped = True
             self._writes.put(None)
             await asyncio.to_thread(self._thread.join)
-        self._release()
+        await asyncio.to_thread(self._release)  # closing checkpoints the WAL: disk I/O
 
     def _release(self) -> None:
         """Close the file and let go of the lock (closing the descriptor releases it)."""
