@@ -20,7 +20,9 @@ from backend.protocol import ErrorCode, JobStatus
 from backend.settings import Settings
 from backend.store import Limits
 from backend.worker import Worker
+from cli.client import Client
 from tests.conftest import BIN, FAST, StartServer, spawn_server, until
+from tui.main import local_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -342,3 +344,22 @@ async def test_a_batch_of_submits_keeps_its_order_and_shares_commits(
     assert seqs == sorted(seqs)
     assert [job["data"] for job in jobs] == [f"n{n}" for n in range(200)]
     assert store.journal.commits - commits <= 20
+
+
+async def test_make_run_twice_shows_every_job(tmp_path: Path) -> None:
+    """The dashboard's local server, quit mid-job and started again: the finished job with its
+    result, the interrupted one running again, the queued one after it."""
+    path = str(tmp_path / "run.db")
+    async with local_server(0.5, path) as url, Client(url) as client:
+        done = await client.submit("reverse", "finished")
+        await client.wait(done["id"], timeout=10)
+        interrupted = await client.submit("reverse", "interrupted")
+        queued = await client.submit("swap", "queued")
+        await client.wait(interrupted["id"], timeout=10, seen=interrupted)
+    async with local_server(0.5, path) as url, Client(url) as client:
+        assert await client.result(done["id"]) == "dehsinif"
+        again = await client.status(interrupted["id"])
+        if again["status"] == "queued":  # its start may still be on its way to the disk
+            again = await client.wait(interrupted["id"], timeout=10, seen=again)
+        assert (again["status"], again["attempts"]) == ("running", 2)
+        assert (await client.status(queued["id"]))["position"] == 1
