@@ -306,7 +306,9 @@ class Journal:
             outcomes = [write.work(self) for write in batch]
             connection.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a full disk, or a bug: the thread must go on either way
+            if not isinstance(exc, sqlite3.Error):
+                logger.exception("a write to %s failed", self.path)
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             self.next_seq = first_seq
@@ -350,7 +352,7 @@ class Journal:
             if write.future is not None and not write.future.done():
                 write.future.set_result(value)
 
-    def _failed(self, batch: list[_Write], exc: sqlite3.Error) -> None:
+    def _failed(self, batch: list[_Write], exc: Exception) -> None:
         """On the loop: nothing of the batch is on disk; each waiting writer gets -32009."""
         if not self._failing:
             self._failing = True

@@ -16,7 +16,7 @@ import pytest
 
 from backend.journal import SCHEMA_VERSION, Refused, default_path
 from backend.journaled import JournaledStore
-from backend.protocol import ErrorCode, JobStatus
+from backend.protocol import ErrorCode, JobStatus, StorageUnavailable
 from backend.settings import Settings
 from backend.store import Limits
 from backend.worker import Worker
@@ -363,3 +363,18 @@ async def test_make_run_twice_shows_every_job(tmp_path: Path) -> None:
             again = await client.wait(interrupted["id"], timeout=10, seen=again)
         assert (again["status"], again["attempts"]) == ("running", 2)
         assert (await client.status(queued["id"]))["position"] == 1
+
+
+async def test_a_failing_write_fails_alone_and_the_writer_goes_on(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A write that raises is -32009 for its own caller; the writer thread keeps committing."""
+    store = await open_store(opened, tmp_path / "jobs.db")
+
+    def broken(journal: object) -> None:
+        raise RuntimeError("a bug in a write")
+
+    with pytest.raises(StorageUnavailable, match="a bug in a write"):
+        await store.journal.write(broken)
+    job = await store.submit("reverse", "still written")
+    assert [job_id for job_id, _, _ in rows(tmp_path / "jobs.db")] == [job.id]
