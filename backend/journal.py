@@ -118,6 +118,8 @@ class Journal:
         from a newer version; nothing is written to such a file.
         """
         path = Path(self.path)
+        if path.is_dir():
+            raise Refused(f"{self.path} is a folder; give --db a file name in it")
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock(path)

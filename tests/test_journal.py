@@ -378,3 +378,10 @@ async def test_a_failing_write_fails_alone_and_the_writer_goes_on(
         await store.journal.write(broken)
     job = await store.submit("reverse", "still written")
     assert [job_id for job_id, _, _ in rows(tmp_path / "jobs.db")] == [job.id]
+
+
+async def test_a_folder_is_refused(tmp_path: Path) -> None:
+    """--db naming a folder is one clear line, and nothing is created beside it."""
+    with pytest.raises(Refused, match="is a folder; give --db a file name in it"):
+        await JournaledStore(str(tmp_path)).open()
+    assert not Path(f"{tmp_path}.lock").exists()
