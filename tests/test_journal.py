@@ -384,4 +384,4 @@ async def test_a_folder_is_refused(tmp_path: Path) -> None:
     """--db naming a folder is one clear line, and nothing is created beside it."""
     with pytest.raises(Refused, match="is a folder; give --db a file name in it"):
         await JournaledStore(str(tmp_path)).open()
-    assert not Path(f"{tmp_path}.lock").exists()
+    assert not await asyncio.to_thread(os.path.exists, f"{tmp_path}.lock")
