@@ -108,6 +108,12 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         await runner.cleanup()
 
 
+@pytest.fixture(params=["journaled", "memory"])
+async def server_on_each_store(request: pytest.FixtureRequest, start_server: StartServer) -> Server:
+    """A server on each store (the default journal, and memory only): one contract for both."""
+    return await start_server(**({"db": ":memory:"} if request.param == "memory" else {}))
+
+
 @pytest.fixture
 async def server(start_server: StartServer) -> Server:
     """A server at the fast time scale."""

@@ -21,6 +21,12 @@ from backend.store import MemoryStore
 from tests.conftest import Server, StartServer, until
 
 
+@pytest.fixture
+def server(server_on_each_store: Server) -> Server:
+    """Every method test runs on both single-server stores."""
+    return server_on_each_store
+
+
 def error_code(response: dict[str, Any]) -> int:
     code = response["error"]["code"]
     assert isinstance(code, int)

@@ -26,6 +26,12 @@ from tests.conftest import Server, StartServer, until
 SLOW = 1000.0  # time scale at which no job finishes during a test
 
 
+@pytest.fixture
+def server(server_on_each_store: Server) -> Server:
+    """Every socket test runs on both single-server stores."""
+    return server_on_each_store
+
+
 async def frames(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
     """The next `count` JSON messages on `ws`."""
     return [await ws.receive_json(timeout=10) for _ in range(count)]
