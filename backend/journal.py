@@ -86,11 +86,13 @@ def resolve(db: str | None, environ: Mapping[str, str]) -> str:
 
 @dataclass(slots=True)
 class _Write:
-    """One write for the thread: `work` runs in the transaction, `apply` on the loop after."""
+    """One write for the thread: `work` runs in the transaction, `apply` on the loop after
+    it is on disk, `undo` on the loop if it never will be."""
 
     work: Callable[[Journal], Any]
     apply: Callable[[Any], Any] | None
     future: asyncio.Future[Any] | None
+    undo: Callable[[], None] | None = None
 
 
 class Journal:
@@ -226,17 +228,23 @@ class Journal:
         self._thread.start()
 
     def write(
-        self, work: Callable[[Journal], Any], apply: Callable[[Any], Any] | None = None
+        self,
+        work: Callable[[Journal], Any],
+        apply: Callable[[Any], Any] | None = None,
+        undo: Callable[[], None] | None = None,
     ) -> asyncio.Future[Any]:
         """Run `work` in the next commit; once it is on disk, `apply(outcome)` runs on the
-        loop (in commit order) and the future gets apply's value. `StorageUnavailable`
-        when the commit fails."""
+        loop (in commit order) and the future gets apply's value. When the commit fails,
+        `undo()` runs and the future gets `StorageUnavailable`. Both happen even if the
+        caller stopped waiting."""
         assert self._loop is not None, "start() first"
         future = self._loop.create_future()
         if self.stopped:
+            if undo is not None:
+                undo()
             future.set_exception(StorageUnavailable("storage unavailable: the server is stopping"))
             return future
-        self._writes.put(_Write(work, apply, future))
+        self._writes.put(_Write(work, apply, future, undo))
         return future
 
     def post(self, work: Callable[[Journal], Any]) -> None:
@@ -364,5 +372,7 @@ class Journal:
             "nothing was changed, try again later"
         )
         for write in batch:
+            if write.undo is not None:
+                write.undo()
             if write.future is not None and not write.future.done():
                 write.future.set_exception(error)

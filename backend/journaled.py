@@ -87,7 +87,15 @@ class JournaledStore(MemoryStore):
             journal.next_seq = seq + 1
             return seq
 
-        await self._journal.write(insert, lambda seq: self._add(job, seq))
+        def added(seq: int) -> None:
+            self._adding -= 1
+            self._add(job, seq)
+
+        def lost() -> None:
+            self._adding -= 1
+
+        self._adding += 1  # counts against max_queued from now on: a batch cannot overshoot it
+        await self._journal.write(insert, added, lost)
         return job
 
     async def cancel(self, job_id: object) -> Job:

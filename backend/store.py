@@ -255,6 +255,7 @@ class MemoryStore:
         self._kept_chars = 0  # characters of results held by finished jobs
         self._delay_total = 0.0
         self._closed = False
+        self._adding = 0  # submits on their way to the disk (a journaled store's), not yet queued
 
     @property
     def closed(self) -> bool:
@@ -380,7 +381,7 @@ class MemoryStore:
         if job_type is None:
             raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
         text = self._check_text(job_type, data)
-        if self.queued >= self.limits.max_queued:
+        if self.queued + self._adding >= self.limits.max_queued:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
             )

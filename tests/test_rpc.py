@@ -490,3 +490,19 @@ def test_quick_signature_binds_as_inspect_does(
     assert bound(quick, *args) == bound(plain, *args)
     assert bound(quick, **kwargs) == bound(plain, **kwargs)
     assert bound(quick, *args, **kwargs) == bound(plain, *args, **kwargs)
+
+
+@pytest.mark.parametrize("db", [None, ":memory:"], ids=["journaled", "memory"])
+async def test_a_batch_cannot_overshoot_max_queued(
+    start_server: StartServer, db: str | None
+) -> None:
+    """A batch of 5 submits with room for 3: exactly 3 are queued, 2 get -32005."""
+    server = await start_server(time_scale=1000.0, max_queued=3, **({"db": db} if db else {}))
+    batch = [
+        {"jsonrpc": "2.0", "method": "submit", "params": ["swap", f"n{n}"], "id": n}
+        for n in range(5)
+    ]
+    _, answers = await server.post(batch)
+    codes = ["result" if "result" in a else error_code(a) for a in answers]
+    assert sorted(codes, key=str) == sorted(["result"] * 3 + [-32005] * 2, key=str)
+    assert server.store.counts()["queued"] + server.store.counts()["running"] == 3
