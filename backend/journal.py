@@ -131,6 +131,9 @@ class Journal:
             raise Refused(f"cannot open the database {self.path}: {exc.strerror or exc}") from exc
         try:
             return self._check_and_read(path)
+        except sqlite3.OperationalError as exc:  # read-only, I/O error, full: not the file's fault
+            self._release()
+            raise Refused(f"cannot use the database {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._release()
             raise Refused(
