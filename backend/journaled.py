@@ -88,13 +88,16 @@ class JournaledStore(MemoryStore):
             return seq
 
         def added(seq: int) -> None:
-            self._adding -= 1
+            lost()
             self._add(job, seq)
 
         def lost() -> None:
             self._adding -= 1
+            self._adding_chars -= len(job.data)
 
-        self._adding += 1  # counts against max_queued from now on: a batch cannot overshoot it
+        # Counted against the queue's limits from now on: a batch cannot overshoot them.
+        self._adding += 1
+        self._adding_chars += len(job.data)
         await self._journal.write(insert, added, lost)
         return job
 

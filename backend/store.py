@@ -256,6 +256,7 @@ class MemoryStore:
         self._delay_total = 0.0
         self._closed = False
         self._adding = 0  # submits on their way to the disk (a journaled store's), not yet queued
+        self._adding_chars = 0  # and the characters of their texts
 
     @property
     def closed(self) -> bool:
@@ -385,7 +386,7 @@ class MemoryStore:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
             )
-        if self._queued_chars + len(text) > self.limits.max_queued_chars:
+        if self._queued_chars + self._adding_chars + len(text) > self.limits.max_queued_chars:
             raise QueueFull(
                 f"the queue is full ({self._queued_chars} characters of text waiting, the "
                 f"limit is {self.limits.max_queued_chars}); try again later"

@@ -493,11 +493,15 @@ def test_quick_signature_binds_as_inspect_does(
 
 
 @pytest.mark.parametrize("db", [None, ":memory:"], ids=["journaled", "memory"])
+@pytest.mark.parametrize(
+    "limit", [{"max_queued": 3}, {"max_queued_chars": 6}], ids=["jobs", "characters"]
+)
 async def test_a_batch_cannot_overshoot_max_queued(
-    start_server: StartServer, db: str | None
+    start_server: StartServer, db: str | None, limit: dict[str, int]
 ) -> None:
-    """A batch of 5 submits with room for 3: exactly 3 are queued, 2 get -32005."""
-    server = await start_server(time_scale=1000.0, max_queued=3, **({"db": db} if db else {}))
+    """A batch of 5 submits with room for 3 (3 jobs, or 6 characters of 2-character texts):
+    exactly 3 are accepted, 2 get -32005."""
+    server = await start_server(time_scale=1000.0, **limit, **({"db": db} if db else {}))
     batch = [
         {"jsonrpc": "2.0", "method": "submit", "params": ["swap", f"n{n}"], "id": n}
         for n in range(5)
