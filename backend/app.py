@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,6 +14,8 @@ from backend import ws
 from backend.connections import GatedSite, connection_cap, quiet_accept_errors, raise_fd_limit
 from backend.envelope import dumps, error
 from backend.gate import HTTP_LOG, TOKEN_SHOWN, Gate, too_large
+from backend.journal import MEMORY, resolve
+from backend.journaled import JournaledStore
 from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
 from backend.rpc import Api
 from backend.settings import Settings
@@ -38,7 +41,7 @@ def create_app(settings: Settings) -> web.Application:
         # Requests aiohttp cannot parse are logged through a filter: one line, rate-limited.
         handler_args={"auto_decompress": False, "logger": HTTP_LOG},
     )
-    store = MemoryStore(limits(settings))
+    store = make_store(settings)
     app[SETTINGS] = settings
     app[STORE] = store
     app[API] = Api(store, max_wait=settings.max_wait, max_batch=settings.max_batch)
@@ -95,7 +98,9 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
         await runner.cleanup()
         raise
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return runner, f"http://{host}:{runner.addresses[0][1]}"
+    url = f"http://{host}:{runner.addresses[0][1]}"
+    runner.app[STORE].serving(url)
+    return runner, url
 
 
 async def rpc(request: web.Request) -> web.Response:
@@ -136,6 +141,14 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def make_store(settings: Settings) -> Store:
+    """The store `--db` asks for: a journaled one by default, memory only for `:memory:`."""
+    path = resolve(settings.db, os.environ)
+    if path == MEMORY:
+        return MemoryStore(limits(settings))
+    return JournaledStore(path, limits(settings))
+
+
 def limits(settings: Settings) -> Limits:
     """The part of the settings the store obeys."""
     return Limits(
@@ -147,6 +160,7 @@ def limits(settings: Settings) -> Limits:
         max_kept_chars=settings.max_kept_chars,
         max_waiters=settings.max_waiters,
         max_queued_chars=settings.max_queued_chars,
+        max_attempts=settings.max_attempts,
     )
 
 

@@ -8,8 +8,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from backend.app import start
+from backend.app import STORE, start
+from backend.journal import Refused
 from backend.settings import Settings, token_on_command_line
+
+USAGE = 2  # exit status: the server cannot start as told (a bad option, an unusable database)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         asyncio.run(serve(settings))
+    except Refused as exc:
+        print(f"taskrpc-server: {exc}", file=sys.stderr)
+        return USAGE
     except OSError as exc:
         print(
             f"taskrpc-server: cannot listen on {settings.host}:{settings.port}: "
@@ -49,7 +55,8 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         print(
             f"taskrpc-server listening on {url} "
-            f"(time scale {settings.time_scale:g}; Ctrl+C to stop)",
+            f"(time scale {settings.time_scale:g}; jobs kept {runner.app[STORE].location}; "
+            "Ctrl+C to stop)",
             flush=True,
         )
         await stop.wait()

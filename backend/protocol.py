@@ -72,6 +72,7 @@ class ErrorCode(enum.IntEnum):
     ALREADY_FINISHED = -32006
     UNAUTHORIZED = -32007
     SERVER_BUSY = -32008
+    STORAGE_UNAVAILABLE = -32009  # the change could not be made durable (disk full, I/O error)
 
 
 class RpcError(Exception):
@@ -153,6 +154,12 @@ class ServerBusy(RpcError):
     code = ErrorCode.SERVER_BUSY
 
 
+class StorageUnavailable(RpcError):
+    """A change could not be made durable (a full disk, an I/O error): nothing changed."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+
 _BY_CODE: dict[int, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -169,6 +176,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         AlreadyFinished,
         Unauthorized,
         ServerBusy,
+        StorageUnavailable,
     )
 }
 
@@ -187,6 +195,7 @@ class JobObject(TypedDict):
     finished_at: str | None
     estimated_finish_at: str | None  # while queued or running
     error: str | None  # why it failed
+    attempts: int  # runs started so far: 1 for a first run, more after a restart interrupted it
 
 
 class JobSummary(TypedDict):

@@ -34,6 +34,7 @@ DEFAULT_LIMIT = 100  # job summaries in one page of `list`
 PAGE_SLICE = 256  # job summaries of a `list` page built between two yields
 CURSOR_DIGITS = 18  # a seq has fewer: a longer cursor is invalid, not a huge number to parse
 _STATUSES = [status.value for status in JobStatus]
+_MAY_BLOCK = frozenset({Method.WAIT, Method.SUBMIT, Method.CANCEL})  # methods that may suspend
 
 
 class Api:
@@ -59,7 +60,9 @@ class Api:
             Method.TYPES: self.types,
             Method.DISCOVER: self.discover,
         }
-        self.dispatcher = Dispatcher(self.methods, max_batch=max_batch, blocking={Method.WAIT})
+        # A `wait` may block, and a change waits for its commit: a batch holding one runs side
+        # by side (in order), so that its changes share a commit (bench: journal batches).
+        self.dispatcher = Dispatcher(self.methods, max_batch=max_batch, blocking=_MAY_BLOCK)
 
     async def submit(self, type: object, data: object) -> Result:
         """Queue a job; returns the job object with its id."""
@@ -217,12 +220,17 @@ _JOB_SCHEMA = {
         "finished_at": _NULLABLE_TIME,
         "estimated_finish_at": _NULLABLE_TIME,
         "error": {"type": ["string", "null"]},
+        "attempts": {"type": "integer", "description": "runs started: 1 for a first run"},
     },
 }
 _SUMMARY_SCHEMA = {
     "type": "object",
     "properties": {
-        **{k: v for k, v in _JOB_SCHEMA["properties"].items() if k not in ("data", "error")},  # type: ignore[attr-defined]
+        **{
+            k: v
+            for k, v in _JOB_SCHEMA["properties"].items()  # type: ignore[attr-defined]
+            if k not in ("data", "error", "attempts")
+        },
         "seq": {"type": "integer", "description": "submission order: 0, 1, 2…"},
         "preview": {
             "type": "string",
@@ -289,11 +297,15 @@ _ERRORS = {
         "code": ErrorCode.UNAUTHORIZED,
         "message": "missing or wrong token (with HTTP 401), when the server has one",
     },
+    ErrorCode.STORAGE_UNAVAILABLE: {
+        "code": ErrorCode.STORAGE_UNAVAILABLE,
+        "message": "storage unavailable: the change could not be written (disk full); retry",
+    },
 }
 _AUTH = ErrorCode.UNAUTHORIZED
 _BY_ID = (ErrorCode.INVALID_PARAMS, ErrorCode.JOB_NOT_FOUND)
 _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
-    Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL),
+    Method.SUBMIT: (ErrorCode.INVALID_PARAMS, ErrorCode.QUEUE_FULL, ErrorCode.STORAGE_UNAVAILABLE),
     Method.STATUS: _BY_ID,
     Method.RESULT: (
         *_BY_ID,
@@ -302,6 +314,6 @@ _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
         ErrorCode.JOB_CANCELLED,
     ),
     Method.WAIT: (*_BY_ID, ErrorCode.SERVER_BUSY),
-    Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED),
+    Method.CANCEL: (*_BY_ID, ErrorCode.ALREADY_FINISHED, ErrorCode.STORAGE_UNAVAILABLE),
     Method.LIST: (ErrorCode.INVALID_PARAMS,),
 }

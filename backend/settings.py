@@ -104,6 +104,18 @@ class Settings:
         default=100_000_000,
         metadata={"help": "characters of text of all waiting jobs together; more get -32005"},
     )
+    db: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file that keeps every job across restarts; ':memory:' keeps them in "
+            "memory only (default: $XDG_STATE_HOME/taskrpc/taskrpc.db, else "
+            "~/.local/state/taskrpc/taskrpc.db)"
+        },
+    )
+    max_attempts: int = field(
+        default=_LIMITS.max_attempts,
+        metadata={"help": "a job whose run was interrupted this many times is marked failed"},
+    )
 
     def __post_init__(self) -> None:
         if self.token_file is not None and self.token is None:
@@ -134,6 +146,10 @@ class Settings:
                 yield f"{name.replace('_', ' ')} must be at least 1"
         if self.max_finished < 1:
             yield "max finished must be at least 1 (a result must stay readable)"
+        if self.max_attempts < 1:
+            yield "max attempts must be at least 1"
+        if self.db == "":
+            yield "db must be a file name or :memory:, not empty"
         if not self.max_wait > 0:
             yield "max wait must be > 0"
         for name in ("head_timeout", "keepalive_timeout"):
@@ -235,7 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taskrpc {__version__}")
     for f in dataclasses.fields(Settings):
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        shown = "" if f.name == "db" else f" (default: {f.default})"  # db's help says it
+        help_text = f"{f.metadata['help']}{shown}"
         if f.type == "bool":
             parser.add_argument(
                 flag, action="store_const", const=True, default=None, help=help_text

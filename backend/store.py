@@ -86,6 +86,7 @@ class Job:
     finished_at: float | None = None
     result: str | None = None
     error: str | None = None
+    attempts: int = 0  # runs started: 1 for a first run, more when a restart interrupted it
     # The same three times as ISO 8601, formatted once rather than on every status call.
     submitted_iso: str = ""
     started_iso: str | None = None
@@ -107,6 +108,7 @@ class Limits:
     max_kept_chars: int = 100_000_000  # characters of finished results kept in all
     max_waiters: int = 10_000  # `wait` calls in progress at once
     max_queued_chars: int = 100_000_000  # characters of text of all queued jobs together
+    max_attempts: int = 3  # a job whose run was interrupted this many times is failed
 
 
 class Store(Protocol):
@@ -199,8 +201,17 @@ class Store(Protocol):
         ...
 
     # -- lifecycle
+    @property
+    def location(self) -> str:
+        """Where jobs are kept, for a person: `in memory only`, `in /path/taskrpc.db`."""
+        ...
+
     async def open(self) -> None:
         """Load what the store kept, before the server answers anyone."""
+        ...
+
+    def serving(self, url: str) -> None:
+        """The server now answers at `url` (a store may tell other processes)."""
         ...
 
     def close(self) -> None:
@@ -244,6 +255,8 @@ class MemoryStore:
         self._kept_chars = 0  # characters of results held by finished jobs
         self._delay_total = 0.0
         self._closed = False
+        self._adding = 0  # submits on their way to the disk (a journaled store's), not yet queued
+        self._adding_chars = 0  # and the characters of their texts
 
     @property
     def closed(self) -> bool:
@@ -314,6 +327,7 @@ class MemoryStore:
             "finished_at": job.finished_iso,
             "estimated_finish_at": iso(finish),
             "error": job.error,
+            "attempts": job.attempts,
         }
 
     def summarize(self, job: Job) -> JobSummary:
@@ -358,57 +372,64 @@ class MemoryStore:
 
     async def submit(self, type_key: object, data: object) -> Job:
         """Queue a job, or raise the error that says what is wrong with it."""
+        job = self._new_job(type_key, data)
+        self._add(job, self._next_seq)
+        return job
+
+    def _new_job(self, type_key: object, data: object) -> Job:
+        """A checked job, not yet in the queue (its seq is given when it is added)."""
         job_type = lookup(type_key)
         if job_type is None:
             raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
         text = self._check_text(job_type, data)
-        if self.queued >= self.limits.max_queued:
+        if self.queued + self._adding >= self.limits.max_queued:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
             )
-        if self._queued_chars + len(text) > self.limits.max_queued_chars:
+        if self._queued_chars + self._adding_chars + len(text) > self.limits.max_queued_chars:
             raise QueueFull(
                 f"the queue is full ({self._queued_chars} characters of text waiting, the "
                 f"limit is {self.limits.max_queued_chars}); try again later"
             )
         delay = round(job_type.delay * self.limits.time_scale, 6)  # no 0.7000000000000001
         now = self._clock()
-        job = Job(
+        return Job(
             id=self._unused_id(),
             type=job_type,
             data=text,
             delay=delay,
-            seq=self._next_seq,
-            delay_before=self._delay_total,
+            seq=-1,
+            delay_before=0.0,
             submitted_at=now,
             submitted_iso=iso(now),
         )
-        self._next_seq += 1
-        self._delay_total += delay
+
+    def _add(self, job: Job, seq: int) -> None:
+        """Put a new job at the tail of the queue and tell everyone."""
+        job.seq, job.delay_before = seq, self._delay_total
+        self._next_seq = seq + 1
+        self._delay_total += job.delay
         self._jobs[job.id] = job
         self._order.append(job)
         self._pending.append(job)
         self._counts[JobStatus.QUEUED] += 1
-        self._queued_chars += len(text)
+        self._queued_chars += len(job.data)
         self._work.set()
         if logger.isEnabledFor(logging.INFO):
-            logger.info("job %s %s queued (%d ahead)", job.id, job_type.name, self._ahead(job)[0])
+            logger.info("job %s %s queued (%d ahead)", job.id, job.type.name, self._ahead(job)[0])
         self._notify(job)
-        return job
 
     async def cancel(self, job_id: object) -> Job:
         """Cancel a queued or running job."""
         job = self.get(job_id)
-        if job.status.finished:
-            raise AlreadyFinished(
-                f"job {job.id} is already {job.status}; only a queued or running job can be "
-                "cancelled",
-                {"status": job.status.value},
-            )
+        check_cancellable(job)
+        self._cancel(job, self._clock())
+        return job
+
+    def _cancel(self, job: Job, at: float) -> None:
         if job.status is JobStatus.QUEUED:
             insort(self._holes[job.delay], job.seq, lo=self._skipped[job.delay])
-        self._finish(job, JobStatus.CANCELLED)  # the worker hears it and stops a running job
-        return job
+        self._finish(job, JobStatus.CANCELLED, at)  # the worker hears it and stops a running job
 
     async def wait(
         self,
@@ -458,13 +479,25 @@ class MemoryStore:
 
     async def take(self) -> Job:
         """For the worker: wait for the oldest queued job and mark it running."""
+        job = await self._head()
+        self._begin(job, self._clock())
+        return job
+
+    async def finish(
+        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        """For the worker: record how the running job ended (a cancel that came first stands)."""
+        self._finish(job, status, self._clock(), result=result, error=error)
+
+    async def _head(self) -> Job:
+        """The oldest queued job, left at the head of the queue; waits for one."""
         skipped = 0
         while True:
             while self._pending:
-                job = self._pending.popleft()
+                job = self._pending[0]
                 if job.status is JobStatus.QUEUED:
-                    self._start(job)
                     return job
+                self._pending.popleft()
                 self._pass_hole(job.delay)  # a cancelled job
                 skipped += 1
                 if skipped % 1024 == 0:
@@ -472,21 +505,33 @@ class MemoryStore:
             self._work.clear()
             await self._work.wait()
 
-    async def finish(
-        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
-    ) -> None:
-        """For the worker: record how the running job ended (a cancel that came first stands)."""
-        self._finish(job, status, result=result, error=error)
+    def _begin(self, job: Job, at: float) -> None:
+        """The head of the queue starts running."""
+        head = self._pending.popleft()
+        assert head is job, "only the head of the queue starts"
+        job.attempts += 1
+        self._start(job, at)
 
     # -- lifecycle ------------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """Where jobs are kept, for a person."""
+        return "in memory only"
+
     async def open(self) -> None:
         """Nothing to load: a memory-only store starts empty."""
+
+    def serving(self, url: str) -> None:
+        """Nobody else needs to know."""
 
     def close(self) -> None:
         """Stop accepting waits and wake every waiter (the server is shutting down)."""
         self._closed = True
         self._waiters.wake_all()
+        self._report_stop()
+
+    def _report_stop(self) -> None:
         if self._running is not None or self.queued:
             running = f"job {self._running.id} running" if self._running else "no job running"
             logger.warning("stopping with %s and %d queued: they are lost", running, self.queued)
@@ -496,9 +541,9 @@ class MemoryStore:
 
     # -- recording a change -------------------------------------------------------
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, at: float) -> None:
         job.status = JobStatus.RUNNING
-        job.started_at = self._clock()
+        job.started_at = at
         job.started_iso = iso(job.started_at)
         self._running = job
         self._counts[JobStatus.QUEUED] -= 1
@@ -509,13 +554,19 @@ class MemoryStore:
         self._notify(job)
 
     def _finish(
-        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+        self,
+        job: Job,
+        status: JobStatus,
+        at: float,
+        *,
+        result: str | None = None,
+        error: str | None = None,
     ) -> None:
         if job.status.finished:
             return  # cancelled while its transform ran: the cancel stands
         was = job.status
         job.status, job.result, job.error = status, result, error
-        job.finished_at = self._clock()
+        job.finished_at = at
         job.finished_iso = iso(job.finished_at)
         self._counts[was] -= 1
         self._counts[status] += 1
@@ -621,6 +672,10 @@ class MemoryStore:
         self._finished.append(job.id)
         insort(self._by_status[job.status], job, key=_seq)  # at the end, unless a queued one
         self._kept_chars += len(job.result or "")
+        self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest finished jobs while the kept ones are beyond the limits."""
         limits = self.limits
         while len(self._finished) > limits.max_finished or (
             self._kept_chars > limits.max_kept_chars and len(self._finished) > 1
@@ -630,7 +685,11 @@ class MemoryStore:
             _remove(self._by_status[old.status], old)
             self._kept_chars -= len(old.result or "")
             self._counts[old.status] -= 1
-            self._call(self._forgetters, old)
+            self._forget(old)
+
+    def _forget(self, job: Job) -> None:
+        """A finished job was dropped by the retention limits."""
+        self._call(self._forgetters, job)
 
     def _notify(self, job: Job) -> None:
         self._waiters.wake(job.id)
@@ -665,3 +724,12 @@ def _fresh(text: str) -> str:
     if text.isascii():
         return text
     return text[:1] + text[1:]  # two slices joined: a new object, never the same one
+
+
+def check_cancellable(job: Job) -> None:
+    """Raise `AlreadyFinished` unless the job is queued or running."""
+    if job.status.finished:
+        raise AlreadyFinished(
+            f"job {job.id} is already {job.status}; only a queued or running job can be cancelled",
+            {"status": job.status.value},
+        )

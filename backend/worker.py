@@ -3,15 +3,19 @@
 One coroutine, `Worker.run`, owns execution: it sleeps the job's delay, applies its
 transform and records the outcome, then takes the next. Nothing else runs jobs, so
 "never two at a time" needs no lock on one server, and FIFO order is the store's.
-A cancel reaches the running job as a change event from the store.
+A cancel reaches the running job as a change event from the store. When the store
+cannot write (a full disk, a lost database), the worker retries the same step every
+`RETRY` seconds: nothing is run twice or recorded out of order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from backend.protocol import JobStatus
+from backend.protocol import JobStatus, StorageUnavailable
 from backend.store import Job, Store
 
 logger = logging.getLogger("taskrpc.worker")
@@ -19,6 +23,9 @@ logger = logging.getLogger("taskrpc.worker")
 OFFLOAD_ABOVE = 256  # texts longer than this are transformed in a thread, off the event loop
 COARSE_MARGIN = 0.02  # seconds before a job's deadline where its long sleep ends
 FINE_MARGIN = 0.001  # seconds before the deadline where it stops trusting timers
+RETRY = 1.0  # seconds between two tries of a change the store could not keep
+
+T = TypeVar("T")
 
 
 class Worker:
@@ -33,7 +40,7 @@ class Worker:
     async def run(self) -> None:
         """Run the oldest queued job, then the next, forever."""
         while True:
-            job = await self.store.take()
+            job = await _persist(self.store.take)
             await self._execute(job)
 
     async def _execute(self, job: Job) -> None:
@@ -47,9 +54,10 @@ class Worker:
                 result = job.type.transform(job.data)
         except Exception as exc:
             logger.exception("job %s %s raised", job.id, job.type.name)
-            await self.store.finish(job, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            await _persist(lambda: self.store.finish(job, JobStatus.FAILED, error=error))
         else:
-            await self.store.finish(job, JobStatus.DONE, result=result)
+            await _persist(lambda: self.store.finish(job, JobStatus.DONE, result=result))
         finally:
             self._job = None
 
@@ -58,6 +66,16 @@ class Worker:
         running = self._job
         if running is not None and job.id == running.id and job.status.finished:
             self._interrupt.set()
+
+
+async def _persist(change: Callable[[], Awaitable[T]]) -> T:
+    """Make the store's change, trying again every RETRY seconds while it cannot keep it."""
+    while True:
+        try:
+            return await change()
+        except StorageUnavailable as exc:
+            logger.warning("%s; trying again in %g s", exc.message, RETRY)
+            await asyncio.sleep(RETRY)
 
 
 async def _interrupted(event: asyncio.Event, delay: float) -> bool:

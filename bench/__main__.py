@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import bench_cli, bench_floods, bench_http, bench_memory, bench_worker
+from bench import bench_cli, bench_floods, bench_http, bench_journal, bench_memory, bench_worker
 from bench.common import Row, log
 
 DASHBOARD = "bench.bench_tui"  # written separately; it must expose `rows() -> list[Row]`
@@ -47,6 +47,7 @@ SUITES: dict[str, Callable[[], list[Row]]] = {
     "http": _http,
     "worker": bench_worker.rows,
     "memory": bench_memory.rows,
+    "journal": bench_journal.rows,
     "cli": bench_cli.rows,
     "floods": bench_floods.rows,
     "dashboard": _dashboard,

@@ -54,7 +54,7 @@ async def _cpu_share(seconds: float) -> float:
 
 async def measure() -> dict[str, float]:
     """Seconds for each phase, and the longest apply_changes."""
-    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2)
+    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 2, db=":memory:")
     runner, url = await start(settings)
     store = runner.app[STORE]
     jobs = [
@@ -131,7 +131,7 @@ async def _burst(store: Store, stop: asyncio.Event) -> int:
 async def key_latency() -> list[float]:
     """Seconds from each key press (j, k in turn) until the table's cursor moved, while
     RATE submits a second arrive at a dashboard that holds JOBS rows."""
-    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 4)
+    settings = Settings(port=0, time_scale=1000.0, max_queued=JOBS * 4, db=":memory:")
     runner, url = await start(settings)
     store = runner.app[STORE]
     for n in range(JOBS):

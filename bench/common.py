@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,8 +57,9 @@ class LoadResult:
 class Server:
     """A server process (taskrpc or the bare baseline) on 127.0.0.1 and a free port."""
 
-    def __init__(self, argv: Sequence[str], name: str) -> None:
+    def __init__(self, argv: Sequence[str], name: str, folder: str | None = None) -> None:
         self.name = name
+        self._folder = folder  # removed at stop: the server's database, if it has one
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             list(argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=self._stderr
@@ -66,9 +68,14 @@ class Server:
 
     @classmethod
     def taskrpc(cls, *flags: str) -> Server:
-        """`taskrpc-server --port 0 --log-level warning FLAGS…`."""
+        """`taskrpc-server --port 0 --log-level warning FLAGS…`; without `--db` in FLAGS, on a
+        database file of its own in a temporary folder (never the user's state directory)."""
         argv = [sys.executable, "-m", "backend.main", "--host", HOST, "--port", "0"]
-        return cls([*argv, "--log-level", "warning", *flags], "taskrpc-server")
+        folder = None
+        if "--db" not in flags:
+            folder = tempfile.mkdtemp(prefix="taskrpc-bench-")
+            flags = (*flags, "--db", str(Path(folder) / "taskrpc.db"))
+        return cls([*argv, "--log-level", "warning", *flags], "taskrpc-server", folder)
 
     @classmethod
     def bare(cls, job_file: Path) -> Server:
@@ -117,6 +124,8 @@ class Server:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> Server:
         return self

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -73,13 +74,31 @@ class Server:
 StartServer = Callable[..., Awaitable[Server]]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test writes to the real state directory: the default database is in a temporary one."""
+    state = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(state))
+        patch.delenv("TASKRPC_DB", raising=False)
+        yield state
+
+
+def fresh_db() -> str:
+    """A database file of its own, in a new folder of the test session's state directory."""
+    folder = tempfile.mkdtemp(prefix="db-", dir=os.environ["XDG_STATE_HOME"])
+    return str(Path(folder) / "taskrpc.db")
+
+
 @pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    """Start servers with settings of the test's choosing; all stop at the end."""
+async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Start servers with settings of the test's choosing, each on a database file of its own
+    (the default, journaled store) unless the test says `db=`; all stop at the end."""
     runners: list[web.AppRunner] = []
 
     async def start(**overrides: Any) -> Server:
-        settings = Settings(**{"port": 0, "time_scale": FAST, **overrides})
+        db = str(tmp_path / f"taskrpc-{len(runners)}.db")
+        settings = Settings(**{"port": 0, "time_scale": FAST, "db": db, **overrides})
         runner, url = await server_app.start(settings)
         runners.append(runner)
         return Server(url, runner.app)
@@ -87,6 +106,12 @@ async def start_server() -> AsyncIterator[StartServer]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(params=["journaled", "memory"])
+async def server_on_each_store(request: pytest.FixtureRequest, start_server: StartServer) -> Server:
+    """A server on each store (the default journal, and memory only): one contract for both."""
+    return await start_server(**({"db": ":memory:"} if request.param == "memory" else {}))
 
 
 @pytest.fixture
@@ -108,6 +133,7 @@ class ServerProcess:
 
     url: str
     process: subprocess.Popen[str]
+    line: str = ""  # the start-up line
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 5.0) -> int:
         self.process.send_signal(signum)
@@ -123,8 +149,15 @@ class ServerProcess:
                 stream.close()
 
 
-def spawn_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start `taskrpc-server --port 0 ARGS` and wait for its 'listening on' line."""
+def spawn_server(
+    *args: str, env: dict[str, str] | None = None, own_db: bool = True
+) -> ServerProcess:
+    """Start `taskrpc-server --port 0 ARGS` and wait for its 'listening on' line.
+
+    With `own_db` and no `--db` in ARGS, the server gets a database file of its own.
+    """
+    if own_db and "--db" not in args:
+        args = (*args, "--db", fresh_db())
     process = subprocess.Popen(
         [str(BIN / "taskrpc-server"), "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -138,7 +171,7 @@ def spawn_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess
     if found is None:
         process.kill()
         raise AssertionError(f"no 'listening on' line: {line!r} {process.stderr.read()!r}")  # type: ignore[union-attr]
-    return ServerProcess(found.group(1), process)
+    return ServerProcess(found.group(1), process, line)
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ async def test_stop_signal_with_a_running_job_and_50_waiters(signum: signal.Sign
     assert "Traceback" not in errors, errors
     # Shutdown wakes every waiter, which answers with the job as it is: no one is cut off.
     assert set(outcomes) == {"response"}, outcomes
-    assert f"job {running['id']} running and 1 queued: they are lost" in errors
+    assert "1 queued and 1 interrupted job will resume at the next start" in errors
 
 
 async def call_status(server: ServerProcess, job_id: str) -> str:

@@ -21,6 +21,12 @@ from backend.store import MemoryStore
 from tests.conftest import Server, StartServer, until
 
 
+@pytest.fixture
+def server(server_on_each_store: Server) -> Server:
+    """Every method test runs on both single-server stores."""
+    return server_on_each_store
+
+
 def error_code(response: dict[str, Any]) -> int:
     code = response["error"]["code"]
     assert isinstance(code, int)
@@ -330,7 +336,7 @@ def test_error_codes_match_the_specification() -> None:
         "INVALID_PARAMS": -32602,
         "INTERNAL_ERROR": -32603,
     }
-    assert [c.value for c in ErrorCode if c.value > -32100] == list(range(-32001, -32009, -1))
+    assert [c.value for c in ErrorCode if c.value > -32100] == list(range(-32001, -32010, -1))
 
 
 # -- other methods -----------------------------------------------------------------------------
@@ -484,3 +490,23 @@ def test_quick_signature_binds_as_inspect_does(
     assert bound(quick, *args) == bound(plain, *args)
     assert bound(quick, **kwargs) == bound(plain, **kwargs)
     assert bound(quick, *args, **kwargs) == bound(plain, *args, **kwargs)
+
+
+@pytest.mark.parametrize("db", [None, ":memory:"], ids=["journaled", "memory"])
+@pytest.mark.parametrize(
+    "limit", [{"max_queued": 3}, {"max_queued_chars": 6}], ids=["jobs", "characters"]
+)
+async def test_a_batch_cannot_overshoot_max_queued(
+    start_server: StartServer, db: str | None, limit: dict[str, int]
+) -> None:
+    """A batch of 5 submits with room for 3 (3 jobs, or 6 characters of 2-character texts):
+    exactly 3 are accepted, 2 get -32005."""
+    server = await start_server(time_scale=1000.0, **limit, **({"db": db} if db else {}))
+    batch = [
+        {"jsonrpc": "2.0", "method": "submit", "params": ["swap", f"n{n}"], "id": n}
+        for n in range(5)
+    ]
+    _, answers = await server.post(batch)
+    codes = ["result" if "result" in a else error_code(a) for a in answers]
+    assert sorted(codes, key=str) == sorted(["result"] * 3 + [-32005] * 2, key=str)
+    assert server.store.counts()["queued"] + server.store.counts()["running"] == 3

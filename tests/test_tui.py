@@ -290,7 +290,7 @@ async def test_server_restart_shows_reconnecting_then_a_fresh_snapshot() -> None
 
 async def _serve(port: int) -> tuple[web.AppRunner, str]:
     """A server on 127.0.0.1:`port` whose lifetime the test controls."""
-    return await start(Settings(port=port, time_scale=1000))
+    return await start(Settings(port=port, time_scale=1000, db=":memory:"))
 
 
 async def test_screenshot_lands_in_the_working_directory(

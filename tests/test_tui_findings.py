@@ -258,7 +258,7 @@ def test_not_connected_the_counts_are_dashes_or_as_of_and_the_reason_stays() -> 
 
 async def test_the_reason_stays_in_the_status_bar_when_the_server_goes() -> None:
     """Stop the server: the bar keeps the last counts "as of" a time, and why it is cut off."""
-    runner, url = await start(Settings(port=0, time_scale=1000))
+    runner, url = await start(Settings(port=0, time_scale=1000, db=":memory:"))
     await runner.app[STORE].submit("reverse", "busy")
     async with Client(url) as client:
         app = Dashboard(client)

@@ -93,6 +93,7 @@ DONE: JobObject = {
     "finished_at": stamp(3.0),
     "estimated_finish_at": None,
     "error": None,
+    "attempts": 1,
 }
 
 

@@ -26,6 +26,12 @@ from tests.conftest import Server, StartServer, until
 SLOW = 1000.0  # time scale at which no job finishes during a test
 
 
+@pytest.fixture
+def server(server_on_each_store: Server) -> Server:
+    """Every socket test runs on both single-server stores."""
+    return server_on_each_store
+
+
 async def frames(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
     """The next `count` JSON messages on `ws`."""
     return [await ws.receive_json(timeout=10) for _ in range(count)]
@@ -88,7 +94,8 @@ async def test_a_burst_is_coalesced_into_few_notifications(start_server: StartSe
     """500 submits in a burst reach a subscriber as a handful of notifications, not 500."""
     server = await start_server(time_scale=SLOW)
     async with Client(server.url) as client, client.subscribe() as feed:
-        ids = {(await server.store.submit("swap", f"text {n}")).id for n in range(500)}
+        burst = [server.store.submit("swap", f"text {n}") for n in range(500)]
+        ids = {job.id for job in await asyncio.gather(*burst)}
         seen: set[str] = set()
         notifications = 0
         async with asyncio.timeout(10):

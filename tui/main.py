@@ -30,11 +30,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the dashboard; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)  # logs would tear the screen
+    from backend.journal import Refused
+
     try:
-        asyncio.run(_run(args.url, args.token, local=args.local, time_scale=args.time_scale))
+        asyncio.run(
+            _run(args.url, args.token, local=args.local, time_scale=args.time_scale, db=args.db)
+        )
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
-    except Unauthorized as exc:  # as the CLI says it, and with its exit status
+    except (Unauthorized, Refused) as exc:  # a refused token (as the CLI says it), a database
+        # in use or unusable (as the server says it): one line, the CLI's exit status 2
         print(f"taskrpc-tui: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
     except OSError as exc:
@@ -43,13 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _run(url: str, token: str | None, *, local: bool, time_scale: float) -> None:
+async def _run(
+    url: str, token: str | None, *, local: bool, time_scale: float, db: str | None
+) -> None:
     from cli.client import Client
     from tui.app import Dashboard
 
     async with contextlib.AsyncExitStack() as stack:
         if local:
-            url = await stack.enter_async_context(local_server(time_scale))
+            url = await stack.enter_async_context(local_server(time_scale, db))
             token = None
         client = await stack.enter_async_context(Client(url, token))
         await check_token(client)
@@ -68,12 +75,16 @@ async def check_token(client: Client) -> None:
 
 
 @contextlib.asynccontextmanager
-async def local_server(time_scale: float = 1.0) -> AsyncIterator[str]:
-    """A taskrpc server in this process on a free loopback port; yields its URL."""
+async def local_server(time_scale: float = 1.0, db: str | None = None) -> AsyncIterator[str]:
+    """A taskrpc server in this process on a free loopback port; yields its URL.
+
+    It keeps its jobs in `db` (None: the server's default file; `:memory:`: nowhere).
+    """
     from backend.app import start
     from backend.settings import Settings
 
-    runner, url = await start(Settings(host="127.0.0.1", port=0, time_scale=time_scale))
+    settings = Settings(host="127.0.0.1", port=0, time_scale=time_scale, db=db)
+    runner, url = await start(settings)
     try:
         yield url
     finally:
@@ -101,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         type=non_negative,
         default=os.environ.get(f"{ENV_PREFIX}TIME_SCALE", "1"),
         help="with --local: multiplies every job's delay (env TASKRPC_TIME_SCALE, default 1)",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get(f"{ENV_PREFIX}DB"),
+        help="with --local: the SQLite file that keeps the jobs, or :memory: (env TASKRPC_DB; "
+        "default: the server's, $XDG_STATE_HOME/taskrpc/taskrpc.db)",
     )
     return parser
 
