@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
@@ -181,6 +182,10 @@ async def test_a_service_that_is_not_http() -> None:
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
         await writer.drain()
+        # Read the request before closing, as a real server would wait for the client: closing
+        # with its bytes unread makes the kernel reset the connection, a different failure.
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
     server = await asyncio.start_server(greet, "127.0.0.1", 0)
