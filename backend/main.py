@@ -7,8 +7,10 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from backend.app import STORE, start
+from backend.display import visible
 from backend.journal import Refused
 from backend.settings import Settings, token_on_command_line
 
@@ -18,11 +20,7 @@ USAGE = 2  # exit status: the server cannot start as told (a bad option, an unus
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the exit status."""
     settings = Settings.from_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level)
     if token_on_command_line(argv):
         logging.getLogger("taskrpc").warning(
             "--token is visible to every user of this machine (ps, /proc/PID/cmdline): "
@@ -43,6 +41,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass  # a second Ctrl+C during shutdown: still no traceback
     return 0
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines with their control characters made visible (`backend.display.visible`).
+
+    A job's text or error, a header or a request line can reach a log line; raw, it could
+    forge further lines (a newline) or drive the operator's terminal (an escape sequence).
+    A message stays one line; a traceback keeps its newlines and escapes everything else.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return visible(super().formatException(ei), multiline=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return visible(super().formatStack(stack_info), multiline=True)
+
+
+def configure_logging(level: str) -> None:
+    """The one place logging is set up: lines on stderr, control characters made visible."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 async def serve(settings: Settings) -> None:

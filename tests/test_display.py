@@ -63,3 +63,30 @@ def test_printable_text_passes_unchanged(text: str) -> None:
 def test_escapes_read_as_python_escapes(text: str, shown: str) -> None:
     """Each control is written as the escape a programmer would type for it."""
     assert visible(text) == shown
+
+
+def test_the_servers_log_lines_show_no_control_character() -> None:
+    """A message or traceback carrying escapes is logged with them visible, one line a message."""
+    import io
+    import logging
+
+    from backend.main import VisibleFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(VisibleFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("taskrpc.test_display")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("job failed: %s", "\x1b]2;PWNED\x07\nFAKE forged line")
+        try:
+            raise ValueError("\x1b[31mred")
+        except ValueError:
+            logger.exception("raised")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "WARNING job failed: \\x1b]2;PWNED\\x07\\x0aFAKE forged line"
+    assert not any(unsafe(char, multiline=True) for char in stream.getvalue())
+    assert "ValueError: \\x1b[31mred" in stream.getvalue()
