@@ -16,6 +16,7 @@ from backend.envelope import dumps, error
 from backend.gate import HTTP_LOG, TOKEN_SHOWN, Gate, too_large
 from backend.journal import MEMORY, resolve
 from backend.journaled import JournaledStore
+from backend.pgstore import PgStore, is_postgres
 from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
 from backend.rpc import Api
 from backend.settings import Settings
@@ -127,22 +128,30 @@ async def health(request: web.Request) -> web.Response:
     if request.app[WORKER].done():
         details = {"worker": "stopped"} if shown else {}
         return web.json_response({"status": "error", **details}, status=503)
+    store = request.app[STORE]
+    if isinstance(store, PgStore) and not store.available:  # a probe must see this too
+        details = {"storage": "unavailable", "role": store.role} if shown else {}
+        return web.json_response({"status": "error", **details}, status=503)
     if not shown:
         return web.json_response({"status": "ok"})
-    store = request.app[STORE]
     running = store.running
+    cluster = {"role": store.role} if isinstance(store, PgStore) else {}
     return web.json_response(
         {
             "status": "ok",
             "queued": store.queued,
             "running": running is not None,
             "running_id": running.id if running is not None else None,
+            **cluster,
         }
     )
 
 
 def make_store(settings: Settings) -> Store:
-    """The store `--db` asks for: a journaled one by default, memory only for `:memory:`."""
+    """The store `--db` asks for: a PostgreSQL database shared with other servers, a journaled
+    file by default, memory only for `:memory:`."""
+    if settings.db is not None and is_postgres(settings.db):
+        return PgStore(settings.db, limits(settings))
     path = resolve(settings.db, os.environ)
     if path == MEMORY:
         return MemoryStore(limits(settings))

@@ -72,7 +72,7 @@ class ErrorCode(enum.IntEnum):
     ALREADY_FINISHED = -32006
     UNAUTHORIZED = -32007
     SERVER_BUSY = -32008
-    STORAGE_UNAVAILABLE = -32009  # the change could not be made durable (disk full, I/O error)
+    STORAGE_UNAVAILABLE = -32009  # the change could not be made durable (full disk, lost database)
 
 
 class RpcError(Exception):

@@ -109,7 +109,9 @@ class Settings:
         metadata={
             "help": "SQLite file that keeps every job across restarts; ':memory:' keeps them in "
             "memory only (default: $XDG_STATE_HOME/taskrpc/taskrpc.db, else "
-            "~/.local/state/taskrpc/taskrpc.db)"
+            "~/.local/state/taskrpc/taskrpc.db); postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
+            "shares one queue with every server on that database (the password may also come "
+            "from PGPASSWORD or ~/.pgpass)"
         },
     )
     max_attempts: int = field(

@@ -111,6 +111,33 @@ class Limits:
     max_attempts: int = 3  # a job whose run was interrupted this many times is failed
 
 
+def check_submission(limits: Limits, type_key: object, data: object) -> tuple[JobType, str]:
+    """The type and text of a job that `limits` accept, or the `InvalidParams` saying why not
+    (shared by every store, so that all refuse the same submits with the same words)."""
+    job_type = lookup(type_key)
+    if job_type is None:
+        raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
+    if not isinstance(data, str):
+        raise InvalidParams(
+            f"data must be a string (the text to transform), not {type(data).__name__}"
+        )
+    if len(data) > limits.max_text_chars:
+        raise InvalidParams(
+            f"data is {len(data)} code points long; the limit is {limits.max_text_chars}"
+        )
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams("data must be valid Unicode text: it holds a lone surrogate") from None
+    size = job_type.result_length(data)
+    if size > limits.max_result_chars:
+        raise InvalidParams(
+            f"the result of {job_type.name} on this text would be {size} code points long; "
+            f"the limit is {limits.max_result_chars}: send a shorter text"
+        )
+    return job_type, data
+
+
 class Store(Protocol):
     """Where jobs live. Reads answer from what this server knows now; the four changes
     (`submit`, `cancel`, `take`, `finish`) return once the change is durable, and only
@@ -378,10 +405,7 @@ class MemoryStore:
 
     def _new_job(self, type_key: object, data: object) -> Job:
         """A checked job, not yet in the queue (its seq is given when it is added)."""
-        job_type = lookup(type_key)
-        if job_type is None:
-            raise InvalidParams(f"type must be one of {ALLOWED}, not {type_key!r}")
-        text = self._check_text(job_type, data)
+        job_type, text = check_submission(self.limits, type_key, data)
         if self.queued + self._adding >= self.limits.max_queued:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
@@ -590,29 +614,6 @@ class MemoryStore:
         self._notify(job)
 
     # -- bookkeeping ----------------------------------------------------------------
-
-    def _check_text(self, job_type: JobType, data: object) -> str:
-        if not isinstance(data, str):
-            raise InvalidParams(
-                f"data must be a string (the text to transform), not {type(data).__name__}"
-            )
-        if len(data) > self.limits.max_text_chars:
-            raise InvalidParams(
-                f"data is {len(data)} code points long; the limit is {self.limits.max_text_chars}"
-            )
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidParams(
-                "data must be valid Unicode text: it holds a lone surrogate"
-            ) from None
-        size = job_type.result_length(data)
-        if size > self.limits.max_result_chars:
-            raise InvalidParams(
-                f"the result of {job_type.name} on this text would be {size} code points long; "
-                f"the limit is {self.limits.max_result_chars}: send a shorter text"
-            )
-        return data
 
     def _unused_id(self) -> str:
         while (job_id := new_id()) in self._jobs:

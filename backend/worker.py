@@ -62,9 +62,10 @@ class Worker:
             self._job = None
 
     def _on_change(self, job: Job) -> None:
-        """A cancel of the running job (from any method, on any server) stops it."""
+        """The running job stops once it is no longer running: a cancel (from any method, on
+        any server), or, on a cluster, this server losing the runner lock."""
         running = self._job
-        if running is not None and job.id == running.id and job.status.finished:
+        if running is not None and job.id == running.id and job.status is not JobStatus.RUNNING:
             self._interrupt.set()
 
 

@@ -1,0 +1,977 @@
+"""Several servers on one PostgreSQL database: one shared queue, one job at a time, failover.
+
+Every server keeps a mirror of the `taskrpc.jobs` table in memory, so reads (status, list,
+positions) answer without a query, and `NOTIFY` (its payload: the ids of the changed jobs)
+brings every mirror up to date within milliseconds of a commit. A change goes to the
+database first and reaches the mirror, the waiters and the listeners once committed.
+
+One server at a time is the *runner*: it holds a session-level advisory lock on a connection
+of its own, which PostgreSQL frees when that session ends (a killed process, a lost network).
+The others are *standbys* that try to take it once a second. The runner marks jobs running and
+records their outcome on that same connection, in transactions that first check that the lock
+is still held: a runner whose session is gone cannot record anything (fencing), and the job it
+was running reruns on the next runner with `attempts` + 1.
+
+Submits share one transaction when they arrive together (group commit) and take a
+transaction-level advisory lock before they draw from the sequence, so sequence order is
+commit order: the runner never sees job 7 before job 6 is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+from bisect import bisect_left, insort
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from backend.jobs import JOB_TYPES, JobType, graphemes
+from backend.journal import Refused
+from backend.protocol import (
+    PREVIEW_CHARS,
+    AlreadyFinished,
+    InvalidParams,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobObject,
+    JobStatus,
+    JobSummary,
+    QueueFull,
+    ResultNotReady,
+    StorageUnavailable,
+)
+from backend.store import Job, Limits, Listener, check_submission, iso, new_id
+
+logger = logging.getLogger("taskrpc.pgstore")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+CHANNEL = "taskrpc_jobs"  # NOTIFY channel; the payload is comma-separated job ids
+LOCK_SPACE = 0x7461736B  # "task": the first key of every advisory lock we take
+RUNNER_LOCK = 1  # held, session-level, by the runner
+ORDER_LOCK = 2  # held, transaction-level, while submits draw from the sequence and commit
+MIGRATE_LOCK = 3  # held while one server creates or migrates the schema
+ELECTION_INTERVAL = 1.0  # seconds between a standby's tries; also the runner's heartbeat
+RECONNECT_INTERVAL = 0.5  # seconds between tries to reach a lost database
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection before the database counts as lost
+QUERY_TIMEOUT = 5.0  # seconds any one statement may take
+HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
+GROUP_MAX = 1000  # submits in one transaction
+NOTIFY_IDS = 400  # ids in one NOTIFY payload (PostgreSQL's limit is 8000 bytes)
+FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
+
+RUNNER = "runner"
+STANDBY = "standby"
+
+_COLUMNS = (
+    "id, seq, type, data, delay, status, attempts, submitted_at, started_at, finished_at, "
+    "result, error, runner, version"
+)
+_NOW = "extract(epoch from clock_timestamp())"  # the database's clock: one clock for all servers
+_FINISHED = [s.value for s in JobStatus if s.finished]
+_FENCE = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 2)"
+)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE SEQUENCE taskrpc.seq AS bigint MINVALUE 0 START 0",
+        f"""CREATE TABLE taskrpc.jobs (
+            id text PRIMARY KEY,
+            seq bigint NOT NULL UNIQUE,
+            type smallint NOT NULL,
+            data text NOT NULL,
+            delay double precision NOT NULL,
+            status text NOT NULL DEFAULT 'queued'
+                CHECK (status IN ({", ".join(f"'{s.value}'" for s in JobStatus)})),
+            attempts integer NOT NULL DEFAULT 0,
+            submitted_at double precision NOT NULL,
+            started_at double precision,
+            finished_at double precision,
+            result text,
+            error text,
+            runner text,
+            version bigint NOT NULL DEFAULT 1
+        )""",
+        "CREATE INDEX jobs_waiting ON taskrpc.jobs (seq) WHERE status IN ('queued', 'running')",
+    ),
+}
+Connection = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or a pool's
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_TYPES = {t.code: t for t in JOB_TYPES}
+
+
+class LostLock(Exception):
+    """The runner's session no longer holds the runner lock."""
+
+
+def is_postgres(url: str) -> bool:
+    """True if `--db` names a PostgreSQL database rather than a file."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and the start-up line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PgStore:
+    """Jobs in a PostgreSQL database shared by any number of servers. Implements `Store`."""
+
+    def __init__(
+        self,
+        url: str,
+        limits: Limits | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.url = url
+        self.limits = Limits() if limits is None else limits
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # The mirror: every job the database holds, as of the last notification.
+        self._jobs: dict[str, Job] = {}
+        self._versions: dict[str, int] = {}
+        self._order: list[int] = []  # seqs of every job, sorted
+        self._by_seq: dict[int, Job] = {}
+        self._by_status: defaultdict[JobStatus, list[int]] = defaultdict(list)  # sorted seqs
+        self._queued_by_delay: defaultdict[float, list[int]] = defaultdict(list)  # sorted seqs
+        self._finished: OrderedDict[str, None] = OrderedDict()  # in the order they finished
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
+        self._counts: Counter[JobStatus] = Counter()
+        self._kept_chars = 0
+        self._running: Job | None = None
+        # Waiters and listeners, as in the memory store.
+        self._changed = asyncio.Event()
+        self._listeners: list[Listener] = []
+        self._forgetters: list[Listener] = []
+        self._closed = False
+        # The database side.
+        self._pool: asyncpg.Pool | None = None
+        self._available = False
+        self._role = STANDBY
+        self._is_runner = asyncio.Event()
+        self._lock_connection: asyncpg.Connection | None = None
+        self._lock_use = asyncio.Lock()  # one statement at a time on the runner's connection
+        self._lock_lost = asyncio.Event()
+        self._taken: Job | None = None  # the job this server's worker runs
+        self._taken_as = self.name  # the runner name it was started under
+        self._dirty: set[str] = set()  # ids notified and not yet read
+        self._wake = asyncio.Event()  # a notification came, or the connection was lost
+        self._loaded = asyncio.Event()
+        self._tried = asyncio.Event()  # the first try for the lock was made: the role is known
+        self._work = asyncio.Event()  # set when a job becomes queued: the runner looks again
+        self._submits: list[tuple[str, JobType, str, float, asyncio.Future[Job]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or migrate the schema, load every job, and try once to become the runner."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=4,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=QUERY_TIMEOUT,
+            )
+            async with self._pool.acquire() as connection:
+                await migrate(connection)
+        except Refused:
+            await self._close_pool()
+            raise
+        except (*_DB_ERRORS, ValueError) as exc:
+            await self._close_pool()
+            raise Refused(f"cannot use the database {redact(self.url)}: {_reason(exc)}") from exc
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="taskrpc-pg-watch"),
+            asyncio.create_task(self._elect(), name="taskrpc-pg-elect"),
+        ]
+        await self._loaded.wait()
+        with contextlib.suppress(TimeoutError):  # a slow database: the line says standby
+            async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
+                await self._tried.wait()
+
+    @property
+    def location(self) -> str:
+        """Where jobs are kept, and this server's part, for a person."""
+        return f"in {redact(self.url)}, this server is the {self._role}"
+
+    def serving(self, url: str) -> None:
+        """The server answers at `url`: the name it records on the jobs it runs."""
+        self.name = url
+
+    def close(self) -> None:
+        """Stop accepting waits and wake every waiter (the server is shutting down)."""
+        self._closed = True
+        self._tell_waiters()
+
+    async def shutdown(self) -> None:
+        """After the worker stopped: put an interrupted job back, then let the lock go."""
+        taken = self._taken
+        if taken is not None and self._role == RUNNER:
+            with contextlib.suppress(*_DB_ERRORS, LostLock):
+                await self._put_back(taken)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        connection, self._lock_connection = self._lock_connection, None
+        if connection is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                await connection.close(timeout=CONNECT_TIMEOUT)
+        await self._close_pool()
+        queued = self._counts[JobStatus.QUEUED]
+        logger.info("stopped; %d queued jobs stay in the database for the other servers", queued)
+
+    # -- the cluster ----------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        """ "runner" while this server holds the runner lock, else "standby"."""
+        return self._role
+
+    @property
+    def available(self) -> bool:
+        """False while the database cannot be reached: requests get -32009."""
+        return self._available
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` ran: waits return at once."""
+        return self._closed
+
+    # -- asking ---------------------------------------------------------------------
+
+    def get(self, job_id: object) -> Job:
+        """The job with this id, or `JobNotFound`."""
+        if not isinstance(job_id, str):
+            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
+        self._require_available()
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(
+                f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
+            )
+        return job
+
+    async def find(self, job_id: object) -> Job:
+        """The job with this id, read from the database if no notification brought it yet."""
+        if isinstance(job_id, str) and job_id not in self._jobs and self._available:
+            rows = await self._query(lambda c: c.fetch(_SELECT_IDS, [job_id]))
+            for row in rows:
+                self._apply(row)
+        return self.get(job_id)
+
+    @property
+    def running(self) -> Job | None:
+        """The job running now on the runner, if any."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """How many jobs are waiting."""
+        return self._counts[JobStatus.QUEUED]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs the database holds in each status."""
+        self._require_available()
+        return {status.value: self._counts[status] for status in JobStatus}
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs run before this queued one (the running job included)."""
+        return self._outlook(job)[0]
+
+    def estimated_finish(self, job: Job) -> float | None:
+        """When the job should finish, as epoch seconds."""
+        return self._outlook(job)[1]
+
+    def result(self, job_id: object) -> str:
+        """The result of a done job, or the error that says why there is none."""
+        job = self.get(job_id)
+        if job.status is JobStatus.DONE and job.result is not None:
+            return job.result
+        if job.status is JobStatus.FAILED:
+            raise JobFailed(f"job {job.id} failed: {job.error}", {"error": job.error})
+        if job.status is JobStatus.CANCELLED:
+            raise JobCancelled(f"job {job.id} was cancelled; it has no result")
+        raise ResultNotReady(
+            f"job {job.id} is {job.status}; its result is not ready yet",
+            {"status": job.status.value, "position": self.position(job)},
+        )
+
+    def describe(self, job: Job) -> JobObject:
+        """The job object as it goes on the wire."""
+        position, finish = self._outlook(job)
+        return {
+            "id": job.id,
+            "type": job.type.name,
+            "status": job.status.value,
+            "position": position,
+            "data": job.data,
+            "delay": job.delay,
+            "submitted_at": job.submitted_iso,
+            "started_at": job.started_iso,
+            "finished_at": job.finished_iso,
+            "estimated_finish_at": iso(finish),
+            "error": job.error,
+            "attempts": job.attempts,
+        }
+
+    def summarize(self, job: Job) -> JobSummary:
+        """A small summary of the job for listings: no full text, no result."""
+        return {
+            "id": job.id,
+            "seq": job.seq,
+            "type": job.type.name,
+            "status": job.status.value,
+            "position": self.position(job),
+            "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
+            "length": len(job.data),
+            "delay": job.delay,
+            "submitted_at": job.submitted_iso,
+            "started_at": job.started_iso,
+            "finished_at": job.finished_iso,
+        }
+
+    def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
+        """Jobs newest first, optionally of one status and submitted before sequence `before`."""
+        self._require_available()
+        seqs = self._order if status is None else self._by_status[status]
+        end = len(seqs) if before is None else bisect_left(seqs, before)
+        for index in range(end - 1, -1, -1):
+            if index < len(seqs):  # the mirror may change between two steps of a long walk
+                job = self._by_seq.get(seqs[index])
+                if job is not None and (status is None or job.status is status):
+                    yield job
+
+    async def wait(
+        self,
+        job: Job,
+        timeout: float,
+        seen_status: JobStatus | None = None,
+        seen_position: int | None = None,
+    ) -> Job:
+        """Return when the job finishes, when its status or position differs from the seen
+        ones, or when `timeout` passes; -32009 if the database is lost meanwhile."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._closed and not self._changed_since(job, seen_status, seen_position):
+                    self._require_available()
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return job
+
+    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
+        """Call `listener(job)` after every change and `forget(job)` when a job is forgotten."""
+        self._listeners.append(listener)
+        if forget is not None:
+            self._forgetters.append(forget)
+
+        def stop() -> None:
+            self._listeners.remove(listener)
+            if forget is not None:
+                self._forgetters.remove(forget)
+
+        return stop
+
+    # -- changing -------------------------------------------------------------------
+
+    async def submit(self, type_key: object, data: object) -> Job:
+        """Queue a job once it is committed; submits that arrive together share a commit."""
+        job_type, text = check_submission(self.limits, type_key, data)
+        self._require_available()
+        if self.queued >= self.limits.max_queued:
+            raise QueueFull(
+                f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
+            )
+        delay = round(job_type.delay * self.limits.time_scale, 6)
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._submits.append((new_id(), job_type, text, delay, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_submits(), name="taskrpc-pg-submit")
+        return await asyncio.shield(future)  # a client that leaves does not undo the commit
+
+    async def cancel(self, job_id: object) -> Job:
+        """Cancel a queued or running job, whichever server runs it."""
+        if not isinstance(job_id, str):
+            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
+        self._require_available()
+        row = await self._query(lambda c: _cancel(c, job_id))
+        cancelled = None if row is None else self._apply(row)
+        if cancelled is not None:
+            return cancelled
+        job = await self.find(job_id)  # unknown: JobNotFound
+        raise AlreadyFinished(
+            f"job {job.id} is already {job.status}; only a queued or running job can be cancelled",
+            {"status": job.status.value},
+        )
+
+    async def take(self) -> Job:
+        """For the worker: once this server is the runner, mark the oldest queued job running."""
+        while True:
+            await self._is_runner.wait()
+            self._work.clear()
+            job = await self._take_once()
+            if job is not None:
+                return job
+            with contextlib.suppress(TimeoutError):  # a new job, or a look every second anyway
+                async with asyncio.timeout(ELECTION_INTERVAL):
+                    await self._work.wait()
+
+    async def finish(
+        self, job: Job, status: JobStatus, *, result: str | None = None, error: str | None = None
+    ) -> None:
+        """For the worker: record the outcome, only while this server still holds the lock."""
+        if self._taken is not job:
+            return  # this run was stopped when the lock was lost: another runner reruns it
+        forget = self._to_forget(len(result or ""))
+        run = (job, self._taken_as, job.attempts)
+        try:
+            async with self._lock_use:
+                connection = self._runner_connection()
+                row = await _finish(connection, run, (status, result, error), forget)
+        except (*_DB_ERRORS, LostLock) as exc:
+            self._demote(f"could not record job {job.id}: {_reason(exc)}")
+            return
+        finally:
+            self._taken = None
+        if row is not None:
+            self._apply(row)
+        for job_id in forget:
+            self._forget(job_id)
+
+    # -- the runner lock ------------------------------------------------------------
+
+    async def _elect(self) -> None:
+        """Hold a connection for the runner lock: try to take it each second, or check it."""
+        while True:
+            try:
+                connection = await self._connect()
+            except _DB_ERRORS:
+                await asyncio.sleep(RECONNECT_INTERVAL)
+                continue
+            self._lock_lost.clear()
+            connection.add_termination_listener(lambda _: self._lock_lost.set())
+            self._lock_connection = connection
+            try:
+                while not self._lock_lost.is_set():
+                    async with self._lock_use:
+                        if self._role == RUNNER:
+                            await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
+                        elif await _try_lock(connection):
+                            self._promote()
+                    self._tried.set()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(ELECTION_INTERVAL):
+                            await self._lock_lost.wait()
+                self._demote("the database ended this server's session")
+            except _DB_ERRORS as exc:
+                self._demote(f"lost the database connection: {_reason(exc)}")
+            finally:
+                self._lock_connection = None
+                connection.terminate()
+            await asyncio.sleep(RECONNECT_INTERVAL)
+
+    def _promote(self) -> None:
+        self._role = RUNNER
+        self._is_runner.set()
+        logger.warning("this server (%s) is now the runner", self.name)
+
+    def _demote(self, why: str) -> None:
+        """Stop being the runner at once: the running job stops and another server reruns it."""
+        if self._role == RUNNER:
+            logger.warning("no longer the runner: %s", why)
+        self._role = STANDBY
+        self._is_runner.clear()
+        connection = self._lock_connection
+        if connection is not None and not connection.is_closed():
+            connection.terminate()  # the lock goes with the session, now
+        taken, self._taken = self._taken, None
+        if taken is not None and taken.status is JobStatus.RUNNING:
+            # It waits for a runner again: the worker stops it, the next runner reruns it.
+            self._move(taken, JobStatus.QUEUED)
+            taken.started_at = taken.started_iso = None
+            self._notify(taken)
+
+    def _runner_connection(self) -> asyncpg.Connection:
+        connection = self._lock_connection
+        if connection is None or self._role != RUNNER:
+            raise LostLock("this server is not the runner")
+        return connection
+
+    async def _take_once(self) -> Job | None:
+        try:
+            async with self._lock_use:
+                self._taken_as = self.name
+                row = await _take(self._runner_connection(), self.name, self.limits.max_attempts)
+        except (*_DB_ERRORS, LostLock) as exc:
+            self._demote(f"could not start the next job: {_reason(exc)}")
+            return None
+        job = None if row is None else self._apply(row)
+        self._taken = job
+        return job
+
+    async def _put_back(self, job: Job) -> None:
+        """Graceful stop: the job goes back to the head of the queue, its run not counted."""
+        async with self._lock_use:
+            connection = self._runner_connection()
+            async with connection.transaction():
+                await _fence(connection)
+                await connection.execute(_PUT_BACK, job.id)
+                await _notify(connection, [job.id])
+
+    # -- keeping the mirror fresh ---------------------------------------------------
+
+    async def _watch(self) -> None:
+        """LISTEN on a connection of its own; read each notified job; reload after a loss."""
+        while True:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await self._connect()
+                connection.add_termination_listener(lambda _: self._wake.set())
+                await connection.add_listener(CHANNEL, self._on_notify)
+                self._dirty.clear()
+                self._reload(await connection.fetch(_SELECT_ALL))
+                self._set_available(True)
+                self._loaded.set()
+                while not connection.is_closed():
+                    await self._read_dirty(connection)
+            except _DB_ERRORS as exc:
+                if self._available:
+                    logger.error("lost the database: %s", _reason(exc))
+            finally:
+                if connection is not None:
+                    connection.terminate()
+            if self._available:
+                logger.error("lost the database: the connection was closed")
+            self._set_available(False)
+            await asyncio.sleep(RECONNECT_INTERVAL)
+
+    async def _read_dirty(self, connection: Connection) -> None:
+        """Wait for notified ids and read their rows; probe the connection when all is quiet."""
+        try:
+            async with asyncio.timeout(HEARTBEAT):
+                await self._wake.wait()
+        except TimeoutError:
+            await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
+            return
+        self._wake.clear()
+        ids, self._dirty = list(self._dirty), set()
+        if not ids:
+            return
+        rows = await connection.fetch(_SELECT_IDS, ids, timeout=QUERY_TIMEOUT)
+        found = {row["id"] for row in rows}
+        for row in rows:
+            self._apply(row)
+        for job_id in ids:
+            if job_id not in found:
+                self._forget(job_id)
+
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        if isinstance(payload, str) and payload:
+            self._dirty.update(payload.split(","))
+            self._wake.set()
+
+    def _reload(self, rows: Sequence[asyncpg.Record]) -> None:
+        """After (re)connecting: the mirror becomes exactly what the database holds."""
+        present = {row["id"] for row in rows}
+        for job_id in [job_id for job_id in self._jobs if job_id not in present]:
+            self._forget(job_id)
+        for row in rows:
+            self._apply(row)
+
+    def _set_available(self, available: bool) -> None:
+        if available and not self._available:
+            logger.warning("the database %s is reachable", redact(self.url))
+        self._available = available
+        self._tell_waiters()
+
+    # -- the mirror -----------------------------------------------------------------
+
+    def _apply(self, row: asyncpg.Record) -> Job | None:
+        """Bring the mirror's copy of one job up to the row's version; returns the job, or
+        None for a job deleted since the row was read."""
+        job_id: str = row["id"]
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None if job_id in self._forgotten else self._add(row)
+        if row["version"] <= self._versions[job_id]:
+            return job
+        self._versions[job_id] = row["version"]
+        job.attempts = row["attempts"]
+        status = JobStatus(row["status"])
+        job.started_at = row["started_at"]
+        job.started_iso = iso(job.started_at)
+        job.finished_at = row["finished_at"]
+        job.finished_iso = iso(job.finished_at)
+        job.result, job.error = row["result"], row["error"]
+        if status is not job.status:
+            self._move(job, status)
+        self._notify(job)
+        return job
+
+    def _add(self, row: asyncpg.Record) -> Job:
+        submitted: float = row["submitted_at"]
+        job = Job(
+            id=row["id"],
+            type=_TYPES[row["type"]],
+            data=row["data"],
+            delay=row["delay"],
+            seq=row["seq"],
+            delay_before=0.0,  # the memory store's bookkeeping; positions here come from bisects
+            submitted_at=submitted,
+            status=JobStatus.QUEUED,
+            submitted_iso=iso(submitted),
+            attempts=row["attempts"],
+        )
+        self._jobs[job.id] = job
+        self._versions[job.id] = row["version"]
+        self._by_seq[job.seq] = job
+        insort(self._order, job.seq)
+        self._enter(job)
+        job.started_at, job.finished_at = row["started_at"], row["finished_at"]
+        job.started_iso, job.finished_iso = iso(job.started_at), iso(job.finished_at)
+        job.result, job.error = row["result"], row["error"]
+        self._move(job, JobStatus(row["status"]))
+        self._notify(job)
+        return job
+
+    def _move(self, job: Job, status: JobStatus) -> None:
+        """Change the job's status and every index that depends on it."""
+        self._leave(job)
+        job.status = status
+        self._enter(job)
+
+    def _enter(self, job: Job) -> None:
+        insort(self._by_status[job.status], job.seq)
+        self._counts[job.status] += 1
+        if job.status is JobStatus.QUEUED:
+            insort(self._queued_by_delay[job.delay], job.seq)
+            self._work.set()
+        elif job.status is JobStatus.RUNNING:
+            self._running = job
+        else:
+            self._finished[job.id] = None
+            self._kept_chars += len(job.result or "")
+
+    def _leave(self, job: Job) -> None:
+        _remove(self._by_status[job.status], job.seq)
+        self._counts[job.status] -= 1
+        if job.status is JobStatus.QUEUED:
+            _remove(self._queued_by_delay[job.delay], job.seq)
+        elif job.status is JobStatus.RUNNING:
+            if self._running is job:
+                self._running = None
+        elif job.id in self._finished:
+            del self._finished[job.id]
+            self._kept_chars -= len(job.result or "")
+
+    def _forget(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id, None)
+        self._forgotten[job_id] = None
+        if len(self._forgotten) > FORGOTTEN_KEPT:
+            self._forgotten.popitem(last=False)
+        if job is None:
+            return
+        self._leave(job)
+        del self._versions[job_id], self._by_seq[job.seq]
+        _remove(self._order, job.seq)
+        self._call(self._forgetters, job)
+
+    def _to_forget(self, new_chars: int) -> list[str]:
+        """The oldest finished jobs the runner deletes as it records one more (retention)."""
+        count = len(self._finished) + 1
+        chars = self._kept_chars + new_chars
+        forget: list[str] = []
+        for job_id in self._finished:
+            if count <= self.limits.max_finished and chars <= self.limits.max_kept_chars:
+                break
+            if count == 1:
+                break
+            forget.append(job_id)
+            count -= 1
+            chars -= len(self._jobs[job_id].result or "")
+        return forget
+
+    def _outlook(self, job: Job) -> tuple[int | None, float | None]:
+        """(position, estimated finish): both for a queued job, the finish for a running one."""
+        if job.status is JobStatus.QUEUED:
+            count, delay = 0, 0.0
+            for job_delay, seqs in self._queued_by_delay.items():
+                ahead = bisect_left(seqs, job.seq)
+                count += ahead
+                delay += ahead * job_delay
+            running = self._running
+            if running is not None and running.started_at is not None:
+                count += 1
+                delay += max(0.0, running.started_at + running.delay - time.time())
+            return count, time.time() + delay + job.delay
+        if job.status is JobStatus.RUNNING and job.started_at is not None:
+            return None, job.started_at + job.delay
+        return None, None
+
+    def _changed_since(
+        self, job: Job, seen_status: JobStatus | None, seen_position: int | None
+    ) -> bool:
+        if job.status.finished:
+            return True
+        if seen_status is None:
+            return False
+        if job.status is not seen_status:
+            return True
+        return seen_position is not None and self.position(job) != seen_position
+
+    def _notify(self, job: Job) -> None:
+        self._tell_waiters()
+        self._call(self._listeners, job)
+
+    def _tell_waiters(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @staticmethod
+    def _call(listeners: list[Listener], job: Job) -> None:
+        for listener in listeners:
+            try:
+                listener(job)
+            except Exception:  # a broken listener must not stop the store
+                logger.exception("a listener failed on job %s", job.id)
+
+    # -- the database ---------------------------------------------------------------
+
+    def _require_available(self) -> None:
+        if not self._available:
+            raise StorageUnavailable(
+                f"storage unavailable: the database {redact(self.url)} cannot be reached; "
+                "try again shortly"
+            )
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self.url, timeout=CONNECT_TIMEOUT, command_timeout=QUERY_TIMEOUT
+        )
+
+    async def _query(self, run: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `run` on a pooled connection; a lost database becomes -32009."""
+        if self._pool is None:
+            self._require_available()
+            raise AssertionError("unreachable: no pool while available")
+        try:
+            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as connection:
+                return await run(connection)
+        except _DB_ERRORS as exc:
+            raise StorageUnavailable(
+                f"storage unavailable: the database {redact(self.url)} failed: {_reason(exc)}; "
+                "try again shortly"
+            ) from exc
+
+    async def _flush_submits(self) -> None:
+        """Commit the waiting submits, up to GROUP_MAX per transaction, until none wait."""
+        while self._submits:
+            batch, self._submits = self._submits[:GROUP_MAX], self._submits[GROUP_MAX:]
+            try:
+                rows = await self._query(functools.partial(_insert, batch=batch))
+            except StorageUnavailable as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            by_id = {row["id"]: row for row in rows}
+            for job_id, *_, future in batch:
+                job = self._apply(by_id[job_id])
+                if job is not None and not future.done():
+                    future.set_result(job)
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await pool.close()
+            pool.terminate()
+
+
+# -- SQL ------------------------------------------------------------------------------
+
+_SELECT_ALL = f"SELECT {_COLUMNS} FROM taskrpc.jobs ORDER BY seq"
+_SELECT_IDS = f"SELECT {_COLUMNS} FROM taskrpc.jobs WHERE id = ANY($1::text[])"
+_INSERT = f"""
+    INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)
+    SELECT u.id, nextval('taskrpc.seq'), u.type, u.data, u.delay, {_NOW}
+    FROM unnest($1::text[], $2::smallint[], $3::text[], $4::float8[]) AS u(id, type, data, delay)
+    RETURNING {_COLUMNS}
+"""
+_CANCEL = f"""
+    UPDATE taskrpc.jobs SET status = 'cancelled', finished_at = {_NOW}, version = version + 1
+    WHERE id = $1 AND status IN ('queued', 'running') RETURNING {_COLUMNS}
+"""
+_HEAD = """
+    SELECT id, status, attempts FROM taskrpc.jobs WHERE status IN ('queued', 'running')
+    ORDER BY seq LIMIT 1 FOR UPDATE
+"""
+_START = f"""
+    UPDATE taskrpc.jobs SET status = 'running', attempts = attempts + 1, started_at = {_NOW},
+        runner = $2, version = version + 1
+    WHERE id = $1 RETURNING {_COLUMNS}
+"""
+_GIVE_UP = f"""
+    UPDATE taskrpc.jobs SET status = 'failed', error = $2, finished_at = {_NOW},
+        version = version + 1
+    WHERE id = $1
+"""
+_FINISH = f"""
+    UPDATE taskrpc.jobs SET status = $2, result = $3, error = $4, finished_at = {_NOW},
+        version = version + 1
+    WHERE id = $1 AND status = 'running' AND runner = $5 AND attempts = $6 RETURNING {_COLUMNS}
+"""
+_PUT_BACK = """
+    UPDATE taskrpc.jobs SET status = 'queued', attempts = attempts - 1, started_at = NULL,
+        runner = NULL, version = version + 1
+    WHERE id = $1 AND status = 'running'
+"""
+_DELETE = "DELETE FROM taskrpc.jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])"
+
+
+async def migrate(connection: Connection) -> None:
+    """Create the schema, or bring an older one up to date; refuse a newer one."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
+        await connection.execute("CREATE SCHEMA IF NOT EXISTS taskrpc")
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS taskrpc.meta (schema_version integer NOT NULL)"
+        )
+        version = await connection.fetchval("SELECT schema_version FROM taskrpc.meta")
+        if version is None:
+            await connection.execute("INSERT INTO taskrpc.meta VALUES (0)")
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise Refused(
+                f"the database was written by a newer taskrpc (schema {version}; this one "
+                f"knows up to {SCHEMA_VERSION}): upgrade taskrpc on this server"
+            )
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[step]:
+                await connection.execute(statement)
+        await connection.execute("UPDATE taskrpc.meta SET schema_version = $1", SCHEMA_VERSION)
+
+
+async def _try_lock(connection: Connection) -> bool:
+    got: bool = await connection.fetchval(
+        "SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, RUNNER_LOCK, timeout=QUERY_TIMEOUT
+    )
+    return got
+
+
+async def _fence(connection: Connection) -> None:
+    """Inside a transaction: raise `LostLock` unless this session holds the runner lock."""
+    if not await connection.fetchval(_FENCE, LOCK_SPACE, RUNNER_LOCK):
+        raise LostLock("this session does not hold the runner lock")
+
+
+async def _notify(connection: Connection, ids: Sequence[str]) -> None:
+    """Tell every server (at commit) which jobs changed."""
+    for start in range(0, len(ids), NOTIFY_IDS):
+        payload = ",".join(ids[start : start + NOTIFY_IDS])
+        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+
+async def _insert(
+    connection: Connection,
+    batch: Sequence[tuple[str, JobType, str, float, asyncio.Future[Job]]],
+) -> list[asyncpg.Record]:
+    ids = [item[0] for item in batch]
+    async with connection.transaction():
+        # Sequence order must be commit order: one submitting transaction at a time.
+        await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, ORDER_LOCK)
+        rows = await connection.fetch(
+            _INSERT,
+            ids,
+            [item[1].code for item in batch],
+            [item[2] for item in batch],
+            [item[3] for item in batch],
+        )
+        await _notify(connection, ids)
+    return rows
+
+
+async def _cancel(connection: Connection, job_id: str) -> asyncpg.Record | None:
+    async with connection.transaction():
+        row = await connection.fetchrow(_CANCEL, job_id)
+        if row is not None:
+            await _notify(connection, [job_id])
+    return row
+
+
+async def _take(connection: Connection, runner: str, max_attempts: int) -> asyncpg.Record | None:
+    """Mark the oldest waiting job running; fail one interrupted too often and look again."""
+    async with connection.transaction():
+        await _fence(connection)
+        while True:
+            head = await connection.fetchrow(_HEAD)
+            if head is None:
+                return None
+            if head["attempts"] >= max_attempts:  # each run was interrupted (crash, or stop)
+                error = f"interrupted {head['attempts']} times"
+                await connection.execute(_GIVE_UP, head["id"], error)
+                await _notify(connection, [head["id"]])
+                continue
+            row = await connection.fetchrow(_START, head["id"], runner)
+            await _notify(connection, [head["id"]])
+            return row
+
+
+async def _finish(
+    connection: Connection,
+    run: tuple[Job, str, int],
+    outcome: tuple[JobStatus, str | None, str | None],
+    forget: list[str],
+) -> asyncpg.Record | None:
+    """Record the outcome of this run (unless a cancel came first), and delete what retention
+    drops. `run` is (job, runner, attempts): a row another runner took since is left alone."""
+    job, runner, attempts = run
+    status, result, error = outcome
+    async with connection.transaction():
+        await _fence(connection)
+        row = await connection.fetchrow(
+            _FINISH, job.id, status.value, result, error, runner, attempts
+        )
+        if forget:
+            await connection.execute(_DELETE, forget, _FINISHED)
+        await _notify(connection, [job.id, *forget])
+    return row
+
+
+def _remove(seqs: list[int], seq: int) -> None:
+    index = bisect_left(seqs, seq)
+    if index < len(seqs) and seqs[index] == seq:
+        del seqs[index]
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why the database failed, without a traceback."""
+    if isinstance(exc, TimeoutError):
+        return "it did not answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
