@@ -187,7 +187,7 @@ class PgStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                min_size=0,  # no connection kept open for nothing (nor re-opened noisily)
                 max_size=4,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=QUERY_TIMEOUT,
@@ -602,7 +602,13 @@ class PgStore:
 
     def _set_available(self, available: bool) -> None:
         if available and not self._available:
-            logger.warning("the database %s is reachable", redact(self.url))
+            again = self._loaded.is_set()
+            logger.log(
+                logging.WARNING if again else logging.INFO,
+                "the database %s is reachable%s",
+                redact(self.url),
+                " again" if again else "",
+            )
         self._available = available
         self._tell_waiters()
 

@@ -134,7 +134,7 @@ class Cluster:
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={self.port}",
                 f"-c unix_socket_directories='{self.folder}'",
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                "-c fsync=off",  # commits still reach the OS: a stopped server keeps them
                 "-c max_connections=200",
             )
         )
