@@ -70,10 +70,11 @@ class Api:
 
     async def status(self, id: object) -> Result:
         """The job object: status, position, times and estimate."""
-        return Success(self.store.describe(self.store.get(id)))
+        return Success(self.store.describe(await self.store.find(id)))
 
     async def result(self, id: object) -> Result:
         """The result of a done job; any number of times."""
+        await self.store.find(id)  # a job another server took a moment ago is known here too
         return Success({"id": id, "result": self.store.result(id)})
 
     async def wait(
@@ -88,7 +89,7 @@ class Api:
         Given the `status` (and `position`) the caller last saw, it returns as soon as
         either differs instead, so live status needs no polling.
         """
-        job = self.store.get(id)
+        job = await self.store.find(id)
         seconds = min(_number("timeout", timeout), self.max_wait)  # longer waits are cut short
         seen_status = None if status is None else _status(status)
         seen_position = None if position is None else _whole("position", position, low=0)

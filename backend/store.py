@@ -155,6 +155,11 @@ class Store(Protocol):
         """The job with this id, or `JobNotFound` (`InvalidParams` for a non-string)."""
         ...
 
+    async def find(self, job_id: object) -> Job:
+        """`get`, but a job that another server sharing the store took a moment ago, and
+        that this server has not heard of yet, is read from the shared store."""
+        ...
+
     @property
     def running(self) -> Job | None:
         """The job running now, if any."""
@@ -302,6 +307,10 @@ class MemoryStore:
                 f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
             )
         return job
+
+    async def find(self, job_id: object) -> Job:
+        """`get`: one server's memory holds every job there is."""
+        return self.get(job_id)
 
     @property
     def running(self) -> Job | None:
