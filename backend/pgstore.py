@@ -977,6 +977,8 @@ def _reason(exc: BaseException) -> str:
     """One line saying why the database failed, without a traceback."""
     if isinstance(exc, TimeoutError):
         return "it did not answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is PostgreSQL running there, on that port?)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     text = str(exc).strip().splitlines()
