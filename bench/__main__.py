@@ -14,7 +14,15 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import bench_cli, bench_floods, bench_http, bench_journal, bench_memory, bench_worker
+from bench import (
+    bench_cli,
+    bench_floods,
+    bench_http,
+    bench_journal,
+    bench_memory,
+    bench_pg,
+    bench_worker,
+)
 from bench.common import Row, log
 
 DASHBOARD = "bench.bench_tui"  # written separately; it must expose `rows() -> list[Row]`
@@ -51,6 +59,7 @@ SUITES: dict[str, Callable[[], list[Row]]] = {
     "cli": bench_cli.rows,
     "floods": bench_floods.rows,
     "dashboard": _dashboard,
+    "cluster": bench_pg.rows,
 }
 
 

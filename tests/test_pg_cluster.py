@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -284,3 +285,22 @@ async def until_status(server: ServerProcess, status: int, timeout: float = 10.0
                 f"/healthz never answered {status}: {answer}; {server.process.stderr.read()}"
             )
         await asyncio.sleep(0.05)
+
+
+async def test_a_batch_of_submits_keeps_its_order(pg_url: str, start_on: StartServer) -> None:
+    """The submits of one batch, committed together, run in the batch's order."""
+    server = start_on(pg_url, "--time-scale", "0")
+    batch = [
+        {"jsonrpc": "2.0", "method": "submit", "params": [n % 3 + 1, f"job {n}"], "id": n}
+        for n in range(300)
+    ]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url + "/rpc", json=batch) as reply,
+    ):
+        answers = await reply.json()
+    assert [answer["id"] for answer in answers] == list(range(300))
+    ids = [answer["result"]["id"] for answer in answers]
+    found = await until_finished(pg_url, len(ids), timeout=30)
+    assert [row.id for row in found] == ids
+    assert_one_at_a_time(found)
