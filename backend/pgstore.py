@@ -69,7 +69,7 @@ CONNECT_TIMEOUT = 2.0  # seconds to open a connection before the database counts
 QUERY_TIMEOUT = 5.0  # seconds any one statement may take
 HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
 GROUP_MAX = 1000  # submits in one transaction
-NOTIFY_IDS = 400  # ids in one NOTIFY payload (PostgreSQL's limit is 8000 bytes)
+NOTIFY_IDS = 300  # `id:version` entries in one NOTIFY payload (PostgreSQL allows 8000 bytes)
 FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
 
 RUNNER = "runner"
@@ -172,6 +172,7 @@ class PgStore:
         self._taken: Job | None = None  # the job this server's worker runs
         self._taken_as = self.name  # the runner name it was started under
         self._dirty: set[str] = set()  # ids notified and not yet read
+        self._gone: set[str] = set()  # ids notified as deleted and not yet forgotten
         self._wake = asyncio.Event()  # a notification came, or the connection was lost
         self._loaded = asyncio.Event()
         self._tried = asyncio.Event()  # the first try for the lock was made: the role is known
@@ -409,7 +410,7 @@ class PgStore:
         self._submits.append((new_id(), job_type, text, delay, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_submits(), name="taskrpc-pg-submit")
-        return await asyncio.shield(future)  # a client that leaves does not undo the commit
+        return await future  # a client that leaves cancels only its wait: the commit goes on
 
     async def cancel(self, job_id: object) -> Job:
         """Cancel a queued or running job, whichever server runs it."""
@@ -537,8 +538,7 @@ class PgStore:
             connection = self._runner_connection()
             async with connection.transaction():
                 await _fence(connection)
-                await connection.execute(_PUT_BACK, job.id)
-                await _notify(connection, [job.id])
+                await _notify(connection, await connection.fetch(_PUT_BACK, job.id))
 
     # -- keeping the mirror fresh ---------------------------------------------------
 
@@ -551,6 +551,7 @@ class PgStore:
                 connection.add_termination_listener(lambda _: self._wake.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 self._dirty.clear()
+                self._gone.clear()
                 self._reload(await connection.fetch(_SELECT_ALL))
                 self._set_available(True)
                 self._loaded.set()
@@ -576,7 +577,10 @@ class PgStore:
             await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
             return
         self._wake.clear()
-        ids, self._dirty = list(self._dirty), set()
+        gone, self._gone = self._gone, set()
+        for job_id in gone:
+            self._forget(job_id)
+        ids, self._dirty = list(self._dirty - gone), set()
         if not ids:
             return
         rows = await connection.fetch(_SELECT_IDS, ids, timeout=QUERY_TIMEOUT)
@@ -588,8 +592,16 @@ class PgStore:
                 self._forget(job_id)
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
-        if isinstance(payload, str) and payload:
-            self._dirty.update(payload.split(","))
+        """Note the changed jobs this server has not seen yet (`id:version`; 0: deleted)."""
+        if not isinstance(payload, str):
+            return
+        for change in payload.split(","):
+            job_id, _, version = change.partition(":")
+            if version == "0":
+                self._gone.add(job_id)
+            elif not version.isdigit() or self._versions.get(job_id, 0) < int(version):
+                self._dirty.add(job_id)
+        if self._dirty or self._gone:
             self._wake.set()
 
     def _reload(self, rows: Sequence[asyncpg.Record]) -> None:
@@ -821,11 +833,23 @@ class PgStore:
 
 _SELECT_ALL = f"SELECT {_COLUMNS} FROM taskrpc.jobs ORDER BY seq"
 _SELECT_IDS = f"SELECT {_COLUMNS} FROM taskrpc.jobs WHERE id = ANY($1::text[])"
+# One statement, so one round trip: take the order lock (sequence order must be commit order:
+# one submitting transaction at a time), insert in the given order, notify every server.
 _INSERT = f"""
-    INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)
-    SELECT u.id, nextval('taskrpc.seq'), u.type, u.data, u.delay, {_NOW}
-    FROM unnest($1::text[], $2::smallint[], $3::text[], $4::float8[]) AS u(id, type, data, delay)
-    RETURNING {_COLUMNS}
+    WITH ordered AS (SELECT pg_advisory_xact_lock({LOCK_SPACE}, {ORDER_LOCK})),
+    added AS (
+        INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)
+        SELECT u.id, nextval('taskrpc.seq'), u.type, u.data, u.delay, {_NOW}
+        FROM ordered, unnest($1::text[], $2::smallint[], $3::text[], $4::float8[])
+            AS u(id, type, data, delay)
+        RETURNING {_COLUMNS}
+    ),
+    told AS (
+        SELECT pg_notify('{CHANNEL}', string_agg(id || ':' || version, ','))
+        FROM (SELECT id, version, row_number() OVER () - 1 AS n FROM added) AS numbered
+        GROUP BY n / {NOTIFY_IDS}
+    )
+    SELECT * FROM added WHERE (SELECT count(*) FROM told) >= 0
 """
 _CANCEL = f"""
     UPDATE taskrpc.jobs SET status = 'cancelled', finished_at = {_NOW}, version = version + 1
@@ -843,7 +867,7 @@ _START = f"""
 _GIVE_UP = f"""
     UPDATE taskrpc.jobs SET status = 'failed', error = $2, finished_at = {_NOW},
         version = version + 1
-    WHERE id = $1
+    WHERE id = $1 RETURNING id, version
 """
 _FINISH = f"""
     UPDATE taskrpc.jobs SET status = $2, result = $3, error = $4, finished_at = {_NOW},
@@ -853,7 +877,7 @@ _FINISH = f"""
 _PUT_BACK = """
     UPDATE taskrpc.jobs SET status = 'queued', attempts = attempts - 1, started_at = NULL,
         runner = NULL, version = version + 1
-    WHERE id = $1 AND status = 'running'
+    WHERE id = $1 AND status = 'running' RETURNING id, version
 """
 _DELETE = "DELETE FROM taskrpc.jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])"
 
@@ -894,10 +918,15 @@ async def _fence(connection: Connection) -> None:
         raise LostLock("this session does not hold the runner lock")
 
 
-async def _notify(connection: Connection, ids: Sequence[str]) -> None:
-    """Tell every server (at commit) which jobs changed."""
-    for start in range(0, len(ids), NOTIFY_IDS):
-        payload = ",".join(ids[start : start + NOTIFY_IDS])
+async def _notify(
+    connection: Connection, rows: Sequence[asyncpg.Record], deleted: Sequence[str] = ()
+) -> None:
+    """Tell every server (at commit) which jobs changed: `id:version` for each changed row,
+    `id:0` for each deleted one, so a server that knows that version already reads nothing."""
+    changes = [f"{row['id']}:{row['version']}" for row in rows]
+    changes += [f"{job_id}:0" for job_id in deleted]
+    for start in range(0, len(changes), NOTIFY_IDS):
+        payload = ",".join(changes[start : start + NOTIFY_IDS])
         await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
@@ -905,26 +934,20 @@ async def _insert(
     connection: Connection,
     batch: Sequence[tuple[str, JobType, str, float, asyncio.Future[Job]]],
 ) -> list[asyncpg.Record]:
-    ids = [item[0] for item in batch]
-    async with connection.transaction():
-        # Sequence order must be commit order: one submitting transaction at a time.
-        await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, ORDER_LOCK)
-        rows = await connection.fetch(
-            _INSERT,
-            ids,
-            [item[1].code for item in batch],
-            [item[2] for item in batch],
-            [item[3] for item in batch],
-        )
-        await _notify(connection, ids)
-    return rows
+    return await connection.fetch(
+        _INSERT,
+        [item[0] for item in batch],
+        [item[1].code for item in batch],
+        [item[2] for item in batch],
+        [item[3] for item in batch],
+    )
 
 
 async def _cancel(connection: Connection, job_id: str) -> asyncpg.Record | None:
     async with connection.transaction():
         row = await connection.fetchrow(_CANCEL, job_id)
         if row is not None:
-            await _notify(connection, [job_id])
+            await _notify(connection, [row])
     return row
 
 
@@ -938,11 +961,10 @@ async def _take(connection: Connection, runner: str, max_attempts: int) -> async
                 return None
             if head["attempts"] >= max_attempts:  # each run was interrupted (crash, or stop)
                 error = f"interrupted {head['attempts']} times"
-                await connection.execute(_GIVE_UP, head["id"], error)
-                await _notify(connection, [head["id"]])
+                await _notify(connection, await connection.fetch(_GIVE_UP, head["id"], error))
                 continue
             row = await connection.fetchrow(_START, head["id"], runner)
-            await _notify(connection, [head["id"]])
+            await _notify(connection, [] if row is None else [row])
             return row
 
 
@@ -963,7 +985,7 @@ async def _finish(
         )
         if forget:
             await connection.execute(_DELETE, forget, _FINISHED)
-        await _notify(connection, [job.id, *forget])
+        await _notify(connection, [] if row is None else [row], forget)
     return row
 
 
