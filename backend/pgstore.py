@@ -533,7 +533,8 @@ class PgStore:
         return job
 
     async def _put_back(self, job: Job) -> None:
-        """Graceful stop: the job goes back to the head of the queue, its run not counted."""
+        """Graceful stop: the job goes back to the head of the queue, and its next run counts
+        as a rerun (`attempts` + 1), as after a crash."""
         async with self._lock_use:
             connection = self._runner_connection()
             async with connection.transaction():
@@ -875,8 +876,8 @@ _FINISH = f"""
     WHERE id = $1 AND status = 'running' AND runner = $5 AND attempts = $6 RETURNING {_COLUMNS}
 """
 _PUT_BACK = """
-    UPDATE taskrpc.jobs SET status = 'queued', attempts = attempts - 1, started_at = NULL,
-        runner = NULL, version = version + 1
+    UPDATE taskrpc.jobs SET status = 'queued', started_at = NULL, runner = NULL,
+        version = version + 1
     WHERE id = $1 AND status = 'running' RETURNING id, version
 """
 _DELETE = "DELETE FROM taskrpc.jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])"
