@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def _gap(url: str) -> Row:
     rows = asyncio.run(_rows(url, "SELECT started_at, finished_at FROM taskrpc.jobs ORDER BY seq"))
     gaps = [
         (after["started_at"] - before["finished_at"]) * 1000
-        for before, after in zip(rows, rows[1:], strict=False)
+        for before, after in itertools.pairwise(rows)
     ]
     value = median(gaps)
     return Row(
