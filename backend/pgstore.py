@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -29,13 +28,13 @@ import time
 from bisect import bisect_left, insort
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from backend.jobs import JOB_TYPES, JobType, graphemes
+from backend.jobs import JOB_TYPES, graphemes
 from backend.journal import Refused
 from backend.protocol import (
     PREVIEW_CHARS,
@@ -54,6 +53,7 @@ from backend.protocol import (
 from backend.store import Job, Limits, Listener, check_submission, iso, new_id
 
 logger = logging.getLogger("taskrpc.pgstore")
+store_logger = logging.getLogger("taskrpc.store")  # the job lines, as every store logs them
 
 T = TypeVar("T")
 
@@ -175,10 +175,11 @@ class PgStore:
         self._gone: set[str] = set()  # ids notified as deleted and not yet forgotten
         self._wake = asyncio.Event()  # a notification came, or the connection was lost
         self._loaded = asyncio.Event()
+        self._quiet = False  # True while the mirror loads: no line per job
         self._tried = asyncio.Event()  # the first try for the lock was made: the role is known
         self._work = asyncio.Event()  # set when a job becomes queued: the runner looks again
-        self._submits: list[tuple[str, JobType, str, float, asyncio.Future[Job]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._submits = _Group(self._query, _insert)
+        self._cancels = _Group(self._query, _cancel)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
@@ -233,8 +234,8 @@ class PgStore:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self._submits.stop()
+        self._cancels.stop()
         connection, self._lock_connection = self._lock_connection, None
         if connection is not None:
             with contextlib.suppress(*_DB_ERRORS):
@@ -406,18 +407,19 @@ class PgStore:
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
             )
         delay = round(job_type.delay * self.limits.time_scale, 6)
-        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
-        self._submits.append((new_id(), job_type, text, delay, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_submits(), name="taskrpc-pg-submit")
-        return await future  # a client that leaves cancels only its wait: the commit goes on
+        # A client that leaves cancels only its wait: the commit goes on.
+        row = await self._submits.add((new_id(), job_type.code, text, delay))
+        job = None if row is None else self._apply(row)
+        if job is None:
+            raise AssertionError("unreachable: a job just inserted is in the database")
+        return job
 
     async def cancel(self, job_id: object) -> Job:
         """Cancel a queued or running job, whichever server runs it."""
         if not isinstance(job_id, str):
             raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
         self._require_available()
-        row = await self._query(lambda c: _cancel(c, job_id))
+        row = await self._cancels.add((job_id,))
         cancelled = None if row is None else self._apply(row)
         if cancelled is not None:
             return cancelled
@@ -610,8 +612,12 @@ class PgStore:
         present = {row["id"] for row in rows}
         for job_id in [job_id for job_id in self._jobs if job_id not in present]:
             self._forget(job_id)
-        for row in rows:
-            self._apply(row)
+        self._quiet = True  # a (re)load is not news: no log line per job
+        try:
+            for row in rows:
+                self._apply(row)
+        finally:
+            self._quiet = False
 
     def _set_available(self, available: bool) -> None:
         if available and not self._available:
@@ -645,7 +651,9 @@ class PgStore:
         job.finished_iso = iso(job.finished_at)
         job.result, job.error = row["result"], row["error"]
         if status is not job.status:
+            was = job.status
             self._move(job, status)
+            self._log_change(job, was)
         self._notify(job)
         return job
 
@@ -672,8 +680,38 @@ class PgStore:
         job.started_iso, job.finished_iso = iso(job.started_at), iso(job.finished_at)
         job.result, job.error = row["result"], row["error"]
         self._move(job, JobStatus(row["status"]))
+        self._log_change(job, None)
         self._notify(job)
         return job
+
+    def _log_change(self, job: Job, was: JobStatus | None) -> None:
+        """One line per change, as a single server logs them (every server logs every job)."""
+        if self._quiet or not store_logger.isEnabledFor(logging.INFO):
+            return
+        if job.status is JobStatus.QUEUED:
+            store_logger.info(
+                "job %s %s queued (%d ahead)", job.id, job.type.name, self.position(job) or 0
+            )
+        elif job.status is JobStatus.RUNNING:
+            waited = (job.started_at or job.submitted_at) - job.submitted_at
+            store_logger.info(
+                "job %s %s running (waited %.3f s, attempt %d)",
+                job.id,
+                job.type.name,
+                waited,
+                job.attempts,
+            )
+        else:
+            ran = (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0)
+            store_logger.info(
+                "job %s %s %s (was %s, ran %.3f s)%s",
+                job.id,
+                job.type.name,
+                job.status.value,
+                (was or job.status).value,
+                ran,
+                f": {job.error}" if job.error else "",
+            )
 
     def _move(self, job: Job, status: JobStatus) -> None:
         """Change the job's status and every index that depends on it."""
@@ -804,23 +842,6 @@ class PgStore:
                 "try again shortly"
             ) from exc
 
-    async def _flush_submits(self) -> None:
-        """Commit the waiting submits, up to GROUP_MAX per transaction, until none wait."""
-        while self._submits:
-            batch, self._submits = self._submits[:GROUP_MAX], self._submits[GROUP_MAX:]
-            try:
-                rows = await self._query(functools.partial(_insert, batch=batch))
-            except StorageUnavailable as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            by_id = {row["id"]: row for row in rows}
-            for job_id, *_, future in batch:
-                job = self._apply(by_id[job_id])
-                if job is not None and not future.done():
-                    future.set_result(job)
-
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -836,25 +857,35 @@ _SELECT_ALL = f"SELECT {_COLUMNS} FROM taskrpc.jobs ORDER BY seq"
 _SELECT_IDS = f"SELECT {_COLUMNS} FROM taskrpc.jobs WHERE id = ANY($1::text[])"
 # One statement, so one round trip: take the order lock (sequence order must be commit order:
 # one submitting transaction at a time), insert in the given order, notify every server.
+# Changes to many rows, each one statement and so one round trip: the change, then NOTIFY of
+# every changed row (`id:version`, at most NOTIFY_IDS to a payload).
+_TELL = f"""
+    told AS (
+        SELECT pg_notify('{CHANNEL}', string_agg(id || ':' || version, ','))
+        FROM (SELECT id, version, row_number() OVER () - 1 AS n FROM changed) AS numbered
+        GROUP BY n / {NOTIFY_IDS}
+    )
+    SELECT * FROM changed WHERE (SELECT count(*) FROM told) >= 0
+"""
+# Submits take the order lock first: sequence order must be commit order (one submitting
+# transaction at a time), so the runner never sees job 7 before job 6. Rows go in given order.
 _INSERT = f"""
     WITH ordered AS (SELECT pg_advisory_xact_lock({LOCK_SPACE}, {ORDER_LOCK})),
-    added AS (
+    changed AS (
         INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)
         SELECT u.id, nextval('taskrpc.seq'), u.type, u.data, u.delay, {_NOW}
         FROM ordered, unnest($1::text[], $2::smallint[], $3::text[], $4::float8[])
             AS u(id, type, data, delay)
         RETURNING {_COLUMNS}
     ),
-    told AS (
-        SELECT pg_notify('{CHANNEL}', string_agg(id || ':' || version, ','))
-        FROM (SELECT id, version, row_number() OVER () - 1 AS n FROM added) AS numbered
-        GROUP BY n / {NOTIFY_IDS}
-    )
-    SELECT * FROM added WHERE (SELECT count(*) FROM told) >= 0
+    {_TELL}
 """
 _CANCEL = f"""
-    UPDATE taskrpc.jobs SET status = 'cancelled', finished_at = {_NOW}, version = version + 1
-    WHERE id = $1 AND status IN ('queued', 'running') RETURNING {_COLUMNS}
+    WITH changed AS (
+        UPDATE taskrpc.jobs SET status = 'cancelled', finished_at = {_NOW}, version = version + 1
+        WHERE id = ANY($1::text[]) AND status IN ('queued', 'running') RETURNING {_COLUMNS}
+    ),
+    {_TELL}
 """
 _HEAD = """
     SELECT id, status, attempts FROM taskrpc.jobs WHERE status IN ('queued', 'running')
@@ -931,25 +962,15 @@ async def _notify(
         await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
-async def _insert(
-    connection: Connection,
-    batch: Sequence[tuple[str, JobType, str, float, asyncio.Future[Job]]],
-) -> list[asyncpg.Record]:
-    return await connection.fetch(
-        _INSERT,
-        [item[0] for item in batch],
-        [item[1].code for item in batch],
-        [item[2] for item in batch],
-        [item[3] for item in batch],
-    )
+async def _insert(connection: Connection, batch: Sequence[Sequence[Any]]) -> list[asyncpg.Record]:
+    """Queue (id, type code, text, delay) jobs, in order; returns their rows."""
+    columns = list(zip(*batch, strict=True))
+    return await connection.fetch(_INSERT, *map(list, columns))
 
 
-async def _cancel(connection: Connection, job_id: str) -> asyncpg.Record | None:
-    async with connection.transaction():
-        row = await connection.fetchrow(_CANCEL, job_id)
-        if row is not None:
-            await _notify(connection, [row])
-    return row
+async def _cancel(connection: Connection, batch: Sequence[Sequence[Any]]) -> list[asyncpg.Record]:
+    """Cancel the (id,) jobs that are queued or running; returns the rows it changed."""
+    return await connection.fetch(_CANCEL, [job_id for (job_id,) in batch])
 
 
 async def _take(connection: Connection, runner: str, max_attempts: int) -> asyncpg.Record | None:
@@ -1006,3 +1027,55 @@ def _reason(exc: BaseException) -> str:
         return exc.strerror.lower()
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+Statement = Callable[[Connection, Sequence[Sequence[Any]]], Awaitable[list[asyncpg.Record]]]
+Query = Callable[[Callable[[Connection], Awaitable[list[asyncpg.Record]]]], Awaitable[Any]]
+
+
+class _Group:
+    """Calls that arrive together share one statement, so one commit (group commit).
+
+    Each call adds an item whose first field is a job id, and gets that job's row back (None
+    when the statement changed no row of it). Items go to the database in the order they came.
+    """
+
+    def __init__(self, query: Query, statement: Statement) -> None:
+        self._query = query
+        self._statement = statement
+        self._waiting: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def add(self, item: Sequence[Any]) -> asyncpg.Record | None:
+        """The row of `item`'s job once the statement that carried it committed."""
+        future: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="taskrpc-pg-group")
+        return await future
+
+    def stop(self) -> None:
+        """The store is shutting down."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
+            await self._commit(batch)
+
+    async def _commit(
+        self, batch: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]]
+    ) -> None:
+        items = [item for item, _ in batch]
+        try:
+            rows = await self._query(lambda connection: self._statement(connection, items))
+        except Exception as exc:  # -32009, or a bug: every caller hears of it, none hangs
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        by_id = {row["id"]: row for row in rows}
+        for item, future in batch:
+            if not future.done():
+                future.set_result(by_id.get(item[0]))

@@ -26,6 +26,9 @@ from backend.app import STORE
 from backend.settings import Settings
 from backend.store import MemoryStore
 from cli.client import Client
+from tests.pg import pg_cluster, pg_url
+
+__all__ = ["pg_cluster", "pg_url"]  # fixtures for the tests that need PostgreSQL (tests/pg.py)
 
 FAST = 0.01  # time scale for most tests: reverse 20 ms, swap 50 ms, repeat 70 ms
 BIN = Path(sys.executable).parent

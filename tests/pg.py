@@ -207,10 +207,22 @@ def pg_cluster() -> Iterator[Cluster]:
 @pytest.fixture
 async def pg_url(pg_cluster: Cluster) -> AsyncIterator[str]:
     """The URL of a new, empty database on the shared cluster, dropped after the test."""
+    url = await new_database(pg_cluster)
+    yield url
+    await drop_database(pg_cluster, url)
+
+
+async def new_database(cluster: Cluster) -> str:
+    """Create an empty database on `cluster`; returns its URL."""
     name = f"test_{os.getpid()}_{next(_names)}"
-    await _admin(pg_cluster, f'CREATE DATABASE "{name}"')
-    yield pg_cluster.dsn(name)
-    await _admin(pg_cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(cluster, f'CREATE DATABASE "{name}"')
+    return cluster.dsn(name)
+
+
+async def drop_database(cluster: Cluster, url: str) -> None:
+    """Drop the database `new_database` made, ending its sessions."""
+    name = url.rsplit("/", 1)[1]
+    await _admin(cluster, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _admin(cluster: Cluster, statement: str) -> None:

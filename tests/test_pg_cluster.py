@@ -20,9 +20,7 @@ import pytest
 from backend.protocol import JobStatus, StorageUnavailable
 from cli.client import Client
 from tests.conftest import ServerProcess, spawn_server
-from tests.pg import pg_cluster, pg_url, running_cluster
-
-__all__ = ["pg_cluster", "pg_url"]  # fixtures, used by name
+from tests.pg import running_cluster
 
 StartServer = Callable[..., ServerProcess]
 FAILOVER_LIMIT = 3.0  # seconds from the runner's death to a standby running its job

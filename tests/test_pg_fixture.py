@@ -7,9 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.pg import Cluster, pg_cluster, pg_url
-
-__all__ = ["pg_cluster", "pg_url"]  # fixtures, used by name
+from tests.pg import Cluster
 
 
 def test_missing_postgres_fails_with_how_to_install(tmp_path: Path) -> None:

@@ -15,10 +15,8 @@ from backend.pgstore import LOCK_SPACE, ORDER_LOCK, SCHEMA_VERSION, PgStore, red
 from backend.protocol import JobStatus
 from backend.store import Limits
 from tests.conftest import BIN, spawn_server
-from tests.pg import PASSWORD, pg_cluster, pg_url
+from tests.pg import PASSWORD
 from tests.pg import free_port as unused_port
-
-__all__ = ["pg_cluster", "pg_url"]  # fixtures, used by name
 
 
 def start_refused(
