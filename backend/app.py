@@ -135,7 +135,7 @@ async def health(request: web.Request) -> web.Response:
     if not shown:
         return web.json_response({"status": "ok"})
     running = store.running
-    cluster = {"role": store.role} if isinstance(store, PgStore) else {}
+    cluster = {"role": store.role, "runner": store.runner} if isinstance(store, PgStore) else {}
     return web.json_response(
         {
             "status": "ok",

@@ -72,6 +72,7 @@ GROUP_MAX = 1000  # submits in one transaction
 NOTIFY_IDS = 300  # `id:version` entries in one NOTIFY payload (PostgreSQL allows 8000 bytes)
 FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
 
+APPLICATION = "taskrpc "  # + the server's name: the application_name of its lock session
 RUNNER = "runner"
 STANDBY = "standby"
 
@@ -165,6 +166,7 @@ class PgStore:
         self._pool: asyncpg.Pool | None = None
         self._available = False
         self._role = STANDBY
+        self._runner: str | None = None  # the runner's name (its URL), as last seen
         self._is_runner = asyncio.Event()
         self._lock_connection: asyncpg.Connection | None = None
         self._lock_use = asyncio.Lock()  # one statement at a time on the runner's connection
@@ -250,6 +252,11 @@ class PgStore:
     def role(self) -> str:
         """ "runner" while this server holds the runner lock, else "standby"."""
         return self._role
+
+    @property
+    def runner(self) -> str | None:
+        """The runner's name (the URL it serves), as seen within the last second or so."""
+        return self._runner
 
     @property
     def available(self) -> bool:
@@ -476,13 +483,19 @@ class PgStore:
             self._lock_lost.clear()
             connection.add_termination_listener(lambda _: self._lock_lost.set())
             self._lock_connection = connection
+            announced = None  # the name this session shows to the other servers
             try:
                 while not self._lock_lost.is_set():
                     async with self._lock_use:
+                        if announced != self.name:
+                            await connection.execute(_ANNOUNCE, APPLICATION + self.name)
+                            announced = self.name
                         if self._role == RUNNER:
                             await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
                         elif await _try_lock(connection):
                             self._promote()
+                        else:
+                            self._runner = await _holder(connection)
                     self._tried.set()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(ELECTION_INTERVAL):
@@ -497,6 +510,7 @@ class PgStore:
 
     def _promote(self) -> None:
         self._role = RUNNER
+        self._runner = self.name
         self._is_runner.set()
         logger.warning("this server (%s) is now the runner", self.name)
 
@@ -505,6 +519,7 @@ class PgStore:
         if self._role == RUNNER:
             logger.warning("no longer the runner: %s", why)
         self._role = STANDBY
+        self._runner = None
         self._is_runner.clear()
         connection = self._lock_connection
         if connection is not None and not connection.is_closed():
@@ -911,6 +926,14 @@ _PUT_BACK = """
         version = version + 1
     WHERE id = $1 AND status = 'running' RETURNING id, version
 """
+_ANNOUNCE = "SELECT set_config('application_name', $1, false)"
+_HOLDER = """
+    SELECT activity.application_name FROM pg_locks AS lock
+    JOIN pg_stat_activity AS activity ON activity.pid = lock.pid
+    WHERE lock.locktype = 'advisory' AND lock.granted AND lock.classid = $1 AND lock.objid = $2
+        AND lock.objsubid = 2
+        AND lock.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 _DELETE = "DELETE FROM taskrpc.jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])"
 
 
@@ -942,6 +965,14 @@ async def _try_lock(connection: Connection) -> bool:
         "SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, RUNNER_LOCK, timeout=QUERY_TIMEOUT
     )
     return got
+
+
+async def _holder(connection: Connection) -> str | None:
+    """The name the runner's session shows, or None when no server holds the lock."""
+    name = await connection.fetchval(_HOLDER, LOCK_SPACE, RUNNER_LOCK, timeout=QUERY_TIMEOUT)
+    if isinstance(name, str) and name.startswith(APPLICATION):
+        return name.removeprefix(APPLICATION)
+    return None
 
 
 async def _fence(connection: Connection) -> None:

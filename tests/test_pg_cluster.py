@@ -61,6 +61,15 @@ async def runner_among(servers: list[ServerProcess], timeout: float = 10.0) -> S
     raise AssertionError(f"no runner among {[s.url for s in servers]} after {timeout} s")
 
 
+async def until_all_name_the_runner(servers: list[ServerProcess], url: str) -> None:
+    """Every server's /healthz names `url` as the runner (standbys look once a second)."""
+    deadline = time.monotonic() + 5
+    while {health(server)[1].get("runner") for server in servers} != {url}:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not all name {url}: {[health(s)[1] for s in servers]}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class Row:
     """A job as the database recorded it."""
@@ -150,7 +159,8 @@ async def test_failover_reruns_the_interrupted_job_and_loses_nothing(
     pg_url: str, start_on: StartServer
 ) -> None:
     """Five times: kill -9 the runner mid-job; a standby runs within 3 s, the job reruns with
-    attempts 2, and clients waiting on the surviving servers get their answers."""
+    attempts 2, clients waiting on the surviving servers get their answers, and every server
+    names the new runner."""
     cluster = [start_on(pg_url, "--time-scale", "0.1") for _ in range(3)]
     acked: list[str] = []
     failovers: list[float] = []
@@ -174,6 +184,7 @@ async def test_failover_reruns_the_interrupted_job_and_loses_nothing(
             failovers.append(time.monotonic() - killed)
             done = await asyncio.gather(*waiting)
         assert [job["status"] for job in done] == ["done", "done"]
+        await until_all_name_the_runner(survivors, new_runner.url)
         cluster = [*survivors, start_on(pg_url, "--time-scale", "0.1")]
         assert new_runner in survivors
     found = await rows(pg_url)
