@@ -67,6 +67,7 @@ ELECTION_INTERVAL = 1.0  # seconds between a standby's tries; also the runner's 
 RECONNECT_INTERVAL = 0.5  # seconds between tries to reach a lost database
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection before the database counts as lost
 QUERY_TIMEOUT = 5.0  # seconds any one statement may take
+STARTUP_TIMEOUT = 30.0  # seconds to load the jobs at start before giving up
 HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
 GROUP_MAX = 1000  # submits in one transaction
 NOTIFY_IDS = 300  # `id:version` entries in one NOTIFY payload (PostgreSQL allows 8000 bytes)
@@ -208,7 +209,15 @@ class PgStore:
             asyncio.create_task(self._watch(), name="taskrpc-pg-watch"),
             asyncio.create_task(self._elect(), name="taskrpc-pg-elect"),
         ]
-        await self._loaded.wait()
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                await self._loaded.wait()
+        except TimeoutError:
+            await self.shutdown()
+            raise Refused(
+                f"cannot use the database {redact(self.url)}: it did not let this server "
+                f"read the jobs within {STARTUP_TIMEOUT:g} s"
+            ) from None
         with contextlib.suppress(TimeoutError):  # a slow database: the line says standby
             async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
                 await self._tried.wait()
@@ -301,8 +310,7 @@ class PgStore:
         return self._counts[JobStatus.QUEUED]
 
     def counts(self) -> dict[str, int]:
-        """How many jobs the database holds in each status."""
-        self._require_available()
+        """How many jobs the database holds in each status (as last known, while it is lost)."""
         return {status.value: self._counts[status] for status in JobStatus}
 
     def position(self, job: Job) -> int | None:

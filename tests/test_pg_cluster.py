@@ -261,7 +261,7 @@ async def test_losing_the_database_answers_32009_and_503_then_resumes(
     start_on: StartServer,
 ) -> None:
     """PostgreSQL stops: requests get -32009 and /healthz 503; it starts again: the same
-    servers answer and run jobs, with no restart."""
+    server answers and runs jobs, with no restart, and its log holds no traceback."""
     with running_cluster() as own:
         url = own.dsn()
         server = start_on(url, "--time-scale", "0.01")
@@ -280,6 +280,11 @@ async def test_losing_the_database_answers_32009_and_503_then_resumes(
             after = await client.submit("reverse", "after")
             assert (await client.wait(after["id"], 10))["status"] == "done"
             assert await client.result(before["id"]) == "erofeb"
+        assert server.stop() == 0
+        assert server.process.stderr is not None
+        log = server.process.stderr.read()
+        assert "Traceback" not in log
+        assert "lost the database" in log
 
 
 async def until_status(server: ServerProcess, status: int, timeout: float = 10.0) -> None:
