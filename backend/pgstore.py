@@ -69,7 +69,8 @@ CONNECT_TIMEOUT = 2.0  # seconds to open a connection before the database counts
 QUERY_TIMEOUT = 5.0  # seconds any one statement may take
 STARTUP_TIMEOUT = 30.0  # seconds to load the jobs at start before giving up
 HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
-GROUP_MAX = 1000  # submits in one transaction
+GROUP_MAX = 1000  # submits (or cancels) in one statement
+READ_MAX = 500  # notified jobs read in one query
 NOTIFY_IDS = 300  # `id:version` entries in one NOTIFY payload (PostgreSQL allows 8000 bytes)
 FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
 
@@ -607,15 +608,15 @@ class PgStore:
         for job_id in gone:
             self._forget(job_id)
         ids, self._dirty = list(self._dirty - gone), set()
-        if not ids:
-            return
-        rows = await connection.fetch(_SELECT_IDS, ids, timeout=QUERY_TIMEOUT)
-        found = {row["id"] for row in rows}
-        for row in rows:
-            self._apply(row)
-        for job_id in ids:
-            if job_id not in found:
-                self._forget(job_id)
+        for start in range(0, len(ids), READ_MAX):  # a slow big read must not look like a loss
+            chunk = ids[start : start + READ_MAX]
+            rows = await connection.fetch(_SELECT_IDS, chunk, timeout=QUERY_TIMEOUT)
+            found = {row["id"] for row in rows}
+            for row in rows:
+                self._apply(row)
+            for job_id in chunk:
+                if job_id not in found:
+                    self._forget(job_id)
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
         """Note the changed jobs this server has not seen yet (`id:version`; 0: deleted)."""
