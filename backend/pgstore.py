@@ -28,12 +28,12 @@ import time
 from bisect import bisect_left, insort
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from backend import pgsql
 from backend.jobs import JOB_TYPES, graphemes
 from backend.journal import Refused
 from backend.protocol import (
@@ -57,67 +57,18 @@ store_logger = logging.getLogger("taskrpc.store")  # the job lines, as every sto
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-CHANNEL = "taskrpc_jobs"  # NOTIFY channel; the payload is comma-separated job ids
-LOCK_SPACE = 0x7461736B  # "task": the first key of every advisory lock we take
-RUNNER_LOCK = 1  # held, session-level, by the runner
-ORDER_LOCK = 2  # held, transaction-level, while submits draw from the sequence and commit
-MIGRATE_LOCK = 3  # held while one server creates or migrates the schema
 ELECTION_INTERVAL = 1.0  # seconds between a standby's tries; also the runner's heartbeat
 RECONNECT_INTERVAL = 0.5  # seconds between tries to reach a lost database
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection before the database counts as lost
-QUERY_TIMEOUT = 5.0  # seconds any one statement may take
 STARTUP_TIMEOUT = 30.0  # seconds to load the jobs at start before giving up
 HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
-GROUP_MAX = 1000  # submits (or cancels) in one statement
 READ_MAX = 500  # notified jobs read in one query
-NOTIFY_IDS = 300  # `id:version` entries in one NOTIFY payload (PostgreSQL allows 8000 bytes)
 FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
 
-APPLICATION = "taskrpc "  # + the server's name: the application_name of its lock session
 RUNNER = "runner"
 STANDBY = "standby"
 
-_COLUMNS = (
-    "id, seq, type, data, delay, status, attempts, submitted_at, started_at, finished_at, "
-    "result, error, runner, version"
-)
-_NOW = "extract(epoch from clock_timestamp())"  # the database's clock: one clock for all servers
-_FINISHED = [s.value for s in JobStatus if s.finished]
-_FENCE = (
-    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    " AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 2)"
-)
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "CREATE SEQUENCE taskrpc.seq AS bigint MINVALUE 0 START 0",
-        f"""CREATE TABLE taskrpc.jobs (
-            id text PRIMARY KEY,
-            seq bigint NOT NULL UNIQUE,
-            type smallint NOT NULL,
-            data text NOT NULL,
-            delay double precision NOT NULL,
-            status text NOT NULL DEFAULT 'queued'
-                CHECK (status IN ({", ".join(f"'{s.value}'" for s in JobStatus)})),
-            attempts integer NOT NULL DEFAULT 0,
-            submitted_at double precision NOT NULL,
-            started_at double precision,
-            finished_at double precision,
-            result text,
-            error text,
-            runner text,
-            version bigint NOT NULL DEFAULT 1
-        )""",
-        "CREATE INDEX jobs_waiting ON taskrpc.jobs (seq) WHERE status IN ('queued', 'running')",
-    ),
-}
-Connection = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or a pool's
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _TYPES = {t.code: t for t in JOB_TYPES}
-
-
-class LostLock(Exception):
-    """The runner's session no longer holds the runner lock."""
 
 
 def is_postgres(url: str) -> bool:
@@ -182,28 +133,28 @@ class PgStore:
         self._quiet = False  # True while the mirror loads: no line per job
         self._tried = asyncio.Event()  # the first try for the lock was made: the role is known
         self._work = asyncio.Event()  # set when a job becomes queued: the runner looks again
-        self._submits = _Group(self._query, _insert)
-        self._cancels = _Group(self._query, _cancel)
+        self._submits = pgsql.Group(self._query, pgsql.insert)
+        self._cancels = pgsql.Group(self._query, pgsql.cancel)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create or migrate the schema, load every job, and try once to become the runner."""
+        """Create or pgsql.migrate the schema, load every job, and try once to become the runner."""
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
                 min_size=0,  # no connection kept open for nothing (nor re-opened noisily)
                 max_size=4,
                 timeout=CONNECT_TIMEOUT,
-                command_timeout=QUERY_TIMEOUT,
+                command_timeout=pgsql.QUERY_TIMEOUT,
             )
             async with self._pool.acquire() as connection:
-                await migrate(connection)
+                await pgsql.migrate(connection)
         except Refused:
             await self._close_pool()
             raise
-        except (*_DB_ERRORS, ValueError) as exc:
+        except (*pgsql.DB_ERRORS, ValueError) as exc:
             await self._close_pool()
             raise Refused(f"cannot use the database {redact(self.url)}: {_reason(exc)}") from exc
         self._tasks = [
@@ -220,7 +171,7 @@ class PgStore:
                 f"read the jobs within {STARTUP_TIMEOUT:g} s"
             ) from None
         with contextlib.suppress(TimeoutError):  # a slow database: the line says standby
-            async with asyncio.timeout(CONNECT_TIMEOUT + QUERY_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT + pgsql.QUERY_TIMEOUT):
                 await self._tried.wait()
 
     @property
@@ -241,7 +192,7 @@ class PgStore:
         """After the worker stopped: put an interrupted job back, then let the lock go."""
         taken = self._taken
         if taken is not None and self._role == RUNNER:
-            with contextlib.suppress(*_DB_ERRORS, LostLock):
+            with contextlib.suppress(*pgsql.DB_ERRORS, pgsql.LostLock):
                 await self._put_back(taken)
         for task in self._tasks:
             task.cancel()
@@ -250,7 +201,7 @@ class PgStore:
         self._cancels.stop()
         connection, self._lock_connection = self._lock_connection, None
         if connection is not None:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*pgsql.DB_ERRORS):
                 await connection.close(timeout=CONNECT_TIMEOUT)
         await self._close_pool()
         queued = self._counts[JobStatus.QUEUED]
@@ -295,7 +246,7 @@ class PgStore:
     async def find(self, job_id: object) -> Job:
         """The job with this id, read from the database if no notification brought it yet."""
         if isinstance(job_id, str) and job_id not in self._jobs and self._available:
-            rows = await self._query(lambda c: c.fetch(_SELECT_IDS, [job_id]))
+            rows = await self._query(lambda c: c.fetch(pgsql.SELECT_IDS, [job_id]))
             for row in rows:
                 self._apply(row)
         return self.get(job_id)
@@ -468,8 +419,8 @@ class PgStore:
         try:
             async with self._lock_use:
                 connection = self._runner_connection()
-                row = await _finish(connection, run, (status, result, error), forget)
-        except (*_DB_ERRORS, LostLock) as exc:
+                row = await pgsql.finish(connection, run, (status, result, error), forget)
+        except (*pgsql.DB_ERRORS, pgsql.LostLock) as exc:
             self._demote(f"could not record job {job.id}: {_reason(exc)}")
             return
         finally:
@@ -486,7 +437,7 @@ class PgStore:
         while True:
             try:
                 connection = await self._connect()
-            except _DB_ERRORS:
+            except pgsql.DB_ERRORS:
                 await asyncio.sleep(RECONNECT_INTERVAL)
                 continue
             self._lock_lost.clear()
@@ -497,20 +448,20 @@ class PgStore:
                 while not self._lock_lost.is_set():
                     async with self._lock_use:
                         if announced != self.name:
-                            await connection.execute(_ANNOUNCE, APPLICATION + self.name)
+                            await connection.execute(pgsql.ANNOUNCE, pgsql.APPLICATION + self.name)
                             announced = self.name
                         if self._role == RUNNER:
-                            await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
-                        elif await _try_lock(connection):
+                            await connection.execute("SELECT 1", timeout=pgsql.QUERY_TIMEOUT)
+                        elif await pgsql.try_lock(connection):
                             self._promote()
                         else:
-                            self._runner = await _holder(connection)
+                            self._runner = await pgsql.runner_name(connection)
                     self._tried.set()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(ELECTION_INTERVAL):
                             await self._lock_lost.wait()
                 self._demote("the database ended this server's session")
-            except _DB_ERRORS as exc:
+            except pgsql.DB_ERRORS as exc:
                 self._demote(f"lost the database connection: {_reason(exc)}")
             finally:
                 self._lock_connection = None
@@ -543,15 +494,17 @@ class PgStore:
     def _runner_connection(self) -> asyncpg.Connection:
         connection = self._lock_connection
         if connection is None or self._role != RUNNER:
-            raise LostLock("this server is not the runner")
+            raise pgsql.LostLock("this server is not the runner")
         return connection
 
     async def _take_once(self) -> Job | None:
         try:
             async with self._lock_use:
                 self._taken_as = self.name
-                row = await _take(self._runner_connection(), self.name, self.limits.max_attempts)
-        except (*_DB_ERRORS, LostLock) as exc:
+                row = await pgsql.take(
+                    self._runner_connection(), self.name, self.limits.max_attempts
+                )
+        except (*pgsql.DB_ERRORS, pgsql.LostLock) as exc:
             self._demote(f"could not start the next job: {_reason(exc)}")
             return None
         job = None if row is None else self._apply(row)
@@ -563,9 +516,7 @@ class PgStore:
         as a rerun (`attempts` + 1), as after a crash."""
         async with self._lock_use:
             connection = self._runner_connection()
-            async with connection.transaction():
-                await _fence(connection)
-                await _notify(connection, await connection.fetch(_PUT_BACK, job.id))
+            await pgsql.put_back(connection, job.id)
 
     # -- keeping the mirror fresh ---------------------------------------------------
 
@@ -576,15 +527,15 @@ class PgStore:
             try:
                 connection = await self._connect()
                 connection.add_termination_listener(lambda _: self._wake.set())
-                await connection.add_listener(CHANNEL, self._on_notify)
+                await connection.add_listener(pgsql.CHANNEL, self._on_notify)
                 self._dirty.clear()
                 self._gone.clear()
-                self._reload(await connection.fetch(_SELECT_ALL))
+                self._reload(await connection.fetch(pgsql.SELECT_ALL))
                 self._set_available(True)
                 self._loaded.set()
                 while not connection.is_closed():
                     await self._read_dirty(connection)
-            except _DB_ERRORS as exc:
+            except pgsql.DB_ERRORS as exc:
                 if self._available:
                     logger.error("lost the database: %s", _reason(exc))
             finally:
@@ -595,13 +546,13 @@ class PgStore:
             self._set_available(False)
             await asyncio.sleep(RECONNECT_INTERVAL)
 
-    async def _read_dirty(self, connection: Connection) -> None:
+    async def _read_dirty(self, connection: pgsql.Connection) -> None:
         """Wait for notified ids and read their rows; probe the connection when all is quiet."""
         try:
             async with asyncio.timeout(HEARTBEAT):
                 await self._wake.wait()
         except TimeoutError:
-            await connection.execute("SELECT 1", timeout=QUERY_TIMEOUT)
+            await connection.execute("SELECT 1", timeout=pgsql.QUERY_TIMEOUT)
             return
         self._wake.clear()
         gone, self._gone = self._gone, set()
@@ -610,7 +561,7 @@ class PgStore:
         ids, self._dirty = list(self._dirty - gone), set()
         for start in range(0, len(ids), READ_MAX):  # a slow big read must not look like a loss
             chunk = ids[start : start + READ_MAX]
-            rows = await connection.fetch(_SELECT_IDS, chunk, timeout=QUERY_TIMEOUT)
+            rows = await connection.fetch(pgsql.SELECT_IDS, chunk, timeout=pgsql.QUERY_TIMEOUT)
             found = {row["id"] for row in rows}
             for row in rows:
                 self._apply(row)
@@ -849,10 +800,10 @@ class PgStore:
 
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(
-            self.url, timeout=CONNECT_TIMEOUT, command_timeout=QUERY_TIMEOUT
+            self.url, timeout=CONNECT_TIMEOUT, command_timeout=pgsql.QUERY_TIMEOUT
         )
 
-    async def _query(self, run: Callable[[Connection], Awaitable[T]]) -> T:
+    async def _query(self, run: Callable[[pgsql.Connection], Awaitable[T]]) -> T:
         """Run `run` on a pooled connection; a lost database becomes -32009."""
         if self._pool is None:
             self._require_available()
@@ -860,7 +811,7 @@ class PgStore:
         try:
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as connection:
                 return await run(connection)
-        except _DB_ERRORS as exc:
+        except pgsql.DB_ERRORS as exc:
             raise StorageUnavailable(
                 f"storage unavailable: the database {redact(self.url)} failed: {_reason(exc)}; "
                 "try again shortly"
@@ -869,186 +820,10 @@ class PgStore:
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*pgsql.DB_ERRORS):
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await pool.close()
             pool.terminate()
-
-
-# -- SQL ------------------------------------------------------------------------------
-
-_SELECT_ALL = f"SELECT {_COLUMNS} FROM taskrpc.jobs ORDER BY seq"
-_SELECT_IDS = f"SELECT {_COLUMNS} FROM taskrpc.jobs WHERE id = ANY($1::text[])"
-# One statement, so one round trip: take the order lock (sequence order must be commit order:
-# one submitting transaction at a time), insert in the given order, notify every server.
-# Changes to many rows, each one statement and so one round trip: the change, then NOTIFY of
-# every changed row (`id:version`, at most NOTIFY_IDS to a payload).
-_TELL = f"""
-    told AS (
-        SELECT pg_notify('{CHANNEL}', string_agg(id || ':' || version, ','))
-        FROM (SELECT id, version, row_number() OVER () - 1 AS n FROM changed) AS numbered
-        GROUP BY n / {NOTIFY_IDS}
-    )
-    SELECT * FROM changed WHERE (SELECT count(*) FROM told) >= 0
-"""
-# Submits take the order lock first: sequence order must be commit order (one submitting
-# transaction at a time), so the runner never sees job 7 before job 6. Rows go in given order.
-_INSERT = f"""
-    WITH ordered AS (SELECT pg_advisory_xact_lock({LOCK_SPACE}, {ORDER_LOCK})),
-    changed AS (
-        INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)
-        SELECT u.id, nextval('taskrpc.seq'), u.type, u.data, u.delay, {_NOW}
-        FROM ordered, unnest($1::text[], $2::smallint[], $3::text[], $4::float8[])
-            AS u(id, type, data, delay)
-        RETURNING {_COLUMNS}
-    ),
-    {_TELL}
-"""
-_CANCEL = f"""
-    WITH changed AS (
-        UPDATE taskrpc.jobs SET status = 'cancelled', finished_at = {_NOW}, version = version + 1
-        WHERE id = ANY($1::text[]) AND status IN ('queued', 'running') RETURNING {_COLUMNS}
-    ),
-    {_TELL}
-"""
-_HEAD = """
-    SELECT id, status, attempts FROM taskrpc.jobs WHERE status IN ('queued', 'running')
-    ORDER BY seq LIMIT 1 FOR UPDATE
-"""
-_START = f"""
-    UPDATE taskrpc.jobs SET status = 'running', attempts = attempts + 1, started_at = {_NOW},
-        runner = $2, version = version + 1
-    WHERE id = $1 RETURNING {_COLUMNS}
-"""
-_GIVE_UP = f"""
-    UPDATE taskrpc.jobs SET status = 'failed', error = $2, finished_at = {_NOW},
-        version = version + 1
-    WHERE id = $1 RETURNING id, version
-"""
-_FINISH = f"""
-    UPDATE taskrpc.jobs SET status = $2, result = $3, error = $4, finished_at = {_NOW},
-        version = version + 1
-    WHERE id = $1 AND status = 'running' AND runner = $5 AND attempts = $6 RETURNING {_COLUMNS}
-"""
-_PUT_BACK = """
-    UPDATE taskrpc.jobs SET status = 'queued', started_at = NULL, runner = NULL,
-        version = version + 1
-    WHERE id = $1 AND status = 'running' RETURNING id, version
-"""
-_ANNOUNCE = "SELECT set_config('application_name', $1, false)"
-_HOLDER = """
-    SELECT activity.application_name FROM pg_locks AS lock
-    JOIN pg_stat_activity AS activity ON activity.pid = lock.pid
-    WHERE lock.locktype = 'advisory' AND lock.granted AND lock.classid = $1 AND lock.objid = $2
-        AND lock.objsubid = 2
-        AND lock.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
-_DELETE = "DELETE FROM taskrpc.jobs WHERE id = ANY($1::text[]) AND status = ANY($2::text[])"
-
-
-async def migrate(connection: Connection) -> None:
-    """Create the schema, or bring an older one up to date; refuse a newer one."""
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
-        await connection.execute("CREATE SCHEMA IF NOT EXISTS taskrpc")
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS taskrpc.meta (schema_version integer NOT NULL)"
-        )
-        version = await connection.fetchval("SELECT schema_version FROM taskrpc.meta")
-        if version is None:
-            await connection.execute("INSERT INTO taskrpc.meta VALUES (0)")
-            version = 0
-        if version > SCHEMA_VERSION:
-            raise Refused(
-                f"the database was written by a newer taskrpc (schema {version}; this one "
-                f"knows up to {SCHEMA_VERSION}): upgrade taskrpc on this server"
-            )
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[step]:
-                await connection.execute(statement)
-        await connection.execute("UPDATE taskrpc.meta SET schema_version = $1", SCHEMA_VERSION)
-
-
-async def _try_lock(connection: Connection) -> bool:
-    got: bool = await connection.fetchval(
-        "SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, RUNNER_LOCK, timeout=QUERY_TIMEOUT
-    )
-    return got
-
-
-async def _holder(connection: Connection) -> str | None:
-    """The name the runner's session shows, or None when no server holds the lock."""
-    name = await connection.fetchval(_HOLDER, LOCK_SPACE, RUNNER_LOCK, timeout=QUERY_TIMEOUT)
-    if isinstance(name, str) and name.startswith(APPLICATION):
-        return name.removeprefix(APPLICATION)
-    return None
-
-
-async def _fence(connection: Connection) -> None:
-    """Inside a transaction: raise `LostLock` unless this session holds the runner lock."""
-    if not await connection.fetchval(_FENCE, LOCK_SPACE, RUNNER_LOCK):
-        raise LostLock("this session does not hold the runner lock")
-
-
-async def _notify(
-    connection: Connection, rows: Sequence[asyncpg.Record], deleted: Sequence[str] = ()
-) -> None:
-    """Tell every server (at commit) which jobs changed: `id:version` for each changed row,
-    `id:0` for each deleted one, so a server that knows that version already reads nothing."""
-    changes = [f"{row['id']}:{row['version']}" for row in rows]
-    changes += [f"{job_id}:0" for job_id in deleted]
-    for start in range(0, len(changes), NOTIFY_IDS):
-        payload = ",".join(changes[start : start + NOTIFY_IDS])
-        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-
-
-async def _insert(connection: Connection, batch: Sequence[Sequence[Any]]) -> list[asyncpg.Record]:
-    """Queue (id, type code, text, delay) jobs, in order; returns their rows."""
-    columns = list(zip(*batch, strict=True))
-    return await connection.fetch(_INSERT, *map(list, columns))
-
-
-async def _cancel(connection: Connection, batch: Sequence[Sequence[Any]]) -> list[asyncpg.Record]:
-    """Cancel the (id,) jobs that are queued or running; returns the rows it changed."""
-    return await connection.fetch(_CANCEL, [job_id for (job_id,) in batch])
-
-
-async def _take(connection: Connection, runner: str, max_attempts: int) -> asyncpg.Record | None:
-    """Mark the oldest waiting job running; fail one interrupted too often and look again."""
-    async with connection.transaction():
-        await _fence(connection)
-        while True:
-            head = await connection.fetchrow(_HEAD)
-            if head is None:
-                return None
-            if head["attempts"] >= max_attempts:  # each run was interrupted (crash, or stop)
-                error = f"interrupted {head['attempts']} times"
-                await _notify(connection, await connection.fetch(_GIVE_UP, head["id"], error))
-                continue
-            row = await connection.fetchrow(_START, head["id"], runner)
-            await _notify(connection, [] if row is None else [row])
-            return row
-
-
-async def _finish(
-    connection: Connection,
-    run: tuple[Job, str, int],
-    outcome: tuple[JobStatus, str | None, str | None],
-    forget: list[str],
-) -> asyncpg.Record | None:
-    """Record the outcome of this run (unless a cancel came first), and delete what retention
-    drops. `run` is (job, runner, attempts): a row another runner took since is left alone."""
-    job, runner, attempts = run
-    status, result, error = outcome
-    async with connection.transaction():
-        await _fence(connection)
-        row = await connection.fetchrow(
-            _FINISH, job.id, status.value, result, error, runner, attempts
-        )
-        if forget:
-            await connection.execute(_DELETE, forget, _FINISHED)
-        await _notify(connection, [] if row is None else [row], forget)
-    return row
 
 
 def _remove(seqs: list[int], seq: int) -> None:
@@ -1067,55 +842,3 @@ def _reason(exc: BaseException) -> str:
         return exc.strerror.lower()
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-Statement = Callable[[Connection, Sequence[Sequence[Any]]], Awaitable[list[asyncpg.Record]]]
-Query = Callable[[Callable[[Connection], Awaitable[list[asyncpg.Record]]]], Awaitable[Any]]
-
-
-class _Group:
-    """Calls that arrive together share one statement, so one commit (group commit).
-
-    Each call adds an item whose first field is a job id, and gets that job's row back (None
-    when the statement changed no row of it). Items go to the database in the order they came.
-    """
-
-    def __init__(self, query: Query, statement: Statement) -> None:
-        self._query = query
-        self._statement = statement
-        self._waiting: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def add(self, item: Sequence[Any]) -> asyncpg.Record | None:
-        """The row of `item`'s job once the statement that carried it committed."""
-        future: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="taskrpc-pg-group")
-        return await future
-
-    def stop(self) -> None:
-        """The store is shutting down."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-
-    async def _flush(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
-            await self._commit(batch)
-
-    async def _commit(
-        self, batch: list[tuple[Sequence[Any], asyncio.Future[asyncpg.Record | None]]]
-    ) -> None:
-        items = [item for item, _ in batch]
-        try:
-            rows = await self._query(lambda connection: self._statement(connection, items))
-        except Exception as exc:  # -32009, or a bug: every caller hears of it, none hangs
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        by_id = {row["id"]: row for row in rows}
-        for item, future in batch:
-            if not future.done():
-                future.set_result(by_id.get(item[0]))

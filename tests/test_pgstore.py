@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from backend.pgstore import LOCK_SPACE, ORDER_LOCK, SCHEMA_VERSION, PgStore, redact
+from backend.pgsql import LOCK_SPACE, ORDER_LOCK, SCHEMA_VERSION
+from backend.pgstore import PgStore, redact
 from backend.protocol import JobStatus
 from backend.store import Limits
 from tests.conftest import BIN, spawn_server
