@@ -34,23 +34,26 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from backend import pgsql
-from backend.jobs import JOB_TYPES, graphemes
+from backend.jobs import JOB_TYPES
 from backend.journal import Refused
 from backend.protocol import (
-    PREVIEW_CHARS,
     AlreadyFinished,
     InvalidParams,
-    JobCancelled,
-    JobFailed,
     JobNotFound,
-    JobObject,
     JobStatus,
-    JobSummary,
     QueueFull,
-    ResultNotReady,
     StorageUnavailable,
 )
-from backend.store import Job, Limits, Listener, check_submission, iso, new_id
+from backend.store import (
+    Job,
+    JobViews,
+    Limits,
+    Listener,
+    changed_since,
+    check_submission,
+    iso,
+    new_id,
+)
 
 logger = logging.getLogger("taskrpc.pgstore")
 store_logger = logging.getLogger("taskrpc.store")  # the job lines, as every store logs them
@@ -85,7 +88,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PgStore:
+class PgStore(JobViews):
     """Jobs in a PostgreSQL database shared by any number of servers. Implements `Store`."""
 
     def __init__(
@@ -224,11 +227,6 @@ class PgStore:
         """False while the database cannot be reached: requests get -32009."""
         return self._available
 
-    @property
-    def closed(self) -> bool:
-        """True once `close` ran: waits return at once."""
-        return self._closed
-
     # -- asking ---------------------------------------------------------------------
 
     def get(self, job_id: object) -> Job:
@@ -250,76 +248,6 @@ class PgStore:
             for row in rows:
                 self._apply(row)
         return self.get(job_id)
-
-    @property
-    def running(self) -> Job | None:
-        """The job running now on the runner, if any."""
-        return self._running
-
-    @property
-    def queued(self) -> int:
-        """How many jobs are waiting."""
-        return self._counts[JobStatus.QUEUED]
-
-    def counts(self) -> dict[str, int]:
-        """How many jobs the database holds in each status (as last known, while it is lost)."""
-        return {status.value: self._counts[status] for status in JobStatus}
-
-    def position(self, job: Job) -> int | None:
-        """How many jobs run before this queued one (the running job included)."""
-        return self._outlook(job)[0]
-
-    def estimated_finish(self, job: Job) -> float | None:
-        """When the job should finish, as epoch seconds."""
-        return self._outlook(job)[1]
-
-    def result(self, job_id: object) -> str:
-        """The result of a done job, or the error that says why there is none."""
-        job = self.get(job_id)
-        if job.status is JobStatus.DONE and job.result is not None:
-            return job.result
-        if job.status is JobStatus.FAILED:
-            raise JobFailed(f"job {job.id} failed: {job.error}", {"error": job.error})
-        if job.status is JobStatus.CANCELLED:
-            raise JobCancelled(f"job {job.id} was cancelled; it has no result")
-        raise ResultNotReady(
-            f"job {job.id} is {job.status}; its result is not ready yet",
-            {"status": job.status.value, "position": self.position(job)},
-        )
-
-    def describe(self, job: Job) -> JobObject:
-        """The job object as it goes on the wire."""
-        position, finish = self._outlook(job)
-        return {
-            "id": job.id,
-            "type": job.type.name,
-            "status": job.status.value,
-            "position": position,
-            "data": job.data,
-            "delay": job.delay,
-            "submitted_at": job.submitted_iso,
-            "started_at": job.started_iso,
-            "finished_at": job.finished_iso,
-            "estimated_finish_at": iso(finish),
-            "error": job.error,
-            "attempts": job.attempts,
-        }
-
-    def summarize(self, job: Job) -> JobSummary:
-        """A small summary of the job for listings: no full text, no result."""
-        return {
-            "id": job.id,
-            "seq": job.seq,
-            "type": job.type.name,
-            "status": job.status.value,
-            "position": self.position(job),
-            "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
-            "length": len(job.data),
-            "delay": job.delay,
-            "submitted_at": job.submitted_iso,
-            "started_at": job.started_iso,
-            "finished_at": job.finished_iso,
-        }
 
     def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
         """Jobs newest first, optionally of one status and submitted before sequence `before`."""
@@ -343,25 +271,14 @@ class PgStore:
         ones, or when `timeout` passes; -32009 if the database is lost meanwhile."""
         try:
             async with asyncio.timeout(timeout):
-                while not self._closed and not self._changed_since(job, seen_status, seen_position):
+                while not self._closed and not changed_since(
+                    job, seen_status, seen_position, self.position
+                ):
                     self._require_available()
                     await self._changed.wait()
         except TimeoutError:
             pass
         return job
-
-    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
-        """Call `listener(job)` after every change and `forget(job)` when a job is forgotten."""
-        self._listeners.append(listener)
-        if forget is not None:
-            self._forgetters.append(forget)
-
-        def stop() -> None:
-            self._listeners.remove(listener)
-            if forget is not None:
-                self._forgetters.remove(forget)
-
-        return stop
 
     # -- changing -------------------------------------------------------------------
 
@@ -762,17 +679,6 @@ class PgStore:
             return None, job.started_at + job.delay
         return None, None
 
-    def _changed_since(
-        self, job: Job, seen_status: JobStatus | None, seen_position: int | None
-    ) -> bool:
-        if job.status.finished:
-            return True
-        if seen_status is None:
-            return False
-        if job.status is not seen_status:
-            return True
-        return seen_position is not None and self.position(job) != seen_position
-
     def _notify(self, job: Job) -> None:
         self._tell_waiters()
         self._call(self._listeners, job)
@@ -780,14 +686,6 @@ class PgStore:
     def _tell_waiters(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-
-    @staticmethod
-    def _call(listeners: list[Listener], job: Job) -> None:
-        for listener in listeners:
-            try:
-                listener(job)
-            except Exception:  # a broken listener must not stop the store
-                logger.exception("a listener failed on job %s", job.id)
 
     # -- the database ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ shared database fits the same interface (`Store`) as the memory-only one here.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import logging
@@ -138,6 +139,71 @@ def check_submission(limits: Limits, type_key: object, data: object) -> tuple[Jo
     return job_type, data
 
 
+def result_of(job: Job, position: int | None) -> str:
+    """The job's result, or the error that says why there is none (every store's words)."""
+    if job.status is JobStatus.DONE and job.result is not None:
+        return _fresh(job.result)
+    if job.status is JobStatus.FAILED:
+        raise JobFailed(f"job {job.id} failed: {job.error}", {"error": job.error})
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job.id} was cancelled; it has no result")
+    raise ResultNotReady(
+        f"job {job.id} is {job.status}; its result is not ready yet",
+        {"status": job.status.value, "position": position},
+    )
+
+
+def job_object(job: Job, position: int | None, finish: float | None) -> JobObject:
+    """The job object as it goes on the wire, given its position and estimated finish."""
+    return {
+        "id": job.id,
+        "type": job.type.name,
+        "status": job.status.value,
+        "position": position,
+        "data": _fresh(job.data),
+        "delay": job.delay,
+        "submitted_at": job.submitted_iso,
+        "started_at": job.started_iso,
+        "finished_at": job.finished_iso,
+        "estimated_finish_at": iso(finish),
+        "error": job.error,
+        "attempts": job.attempts,
+    }
+
+
+def job_summary(job: Job, position: int | None) -> JobSummary:
+    """A small summary of the job for listings: no full text, no result."""
+    return {
+        "id": job.id,
+        "seq": job.seq,
+        "type": job.type.name,
+        "status": job.status.value,
+        "position": position,
+        "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
+        "length": len(job.data),
+        "delay": job.delay,
+        "submitted_at": job.submitted_iso,
+        "started_at": job.started_iso,
+        "finished_at": job.finished_iso,
+    }
+
+
+def changed_since(
+    job: Job,
+    seen_status: JobStatus | None,
+    seen_position: int | None,
+    position: Callable[[Job], int | None],
+) -> bool:
+    """True when a `wait` that last saw `seen_status` (and `seen_position`) should return."""
+    if job.status.finished:
+        return True
+    if seen_status is None:
+        return False
+    if job.status is not seen_status:
+        return True
+    return seen_position is not None and position(job) != seen_position
+
+
 class Store(Protocol):
     """Where jobs live. Reads answer from what this server knows now; the four changes
     (`submit`, `cancel`, `take`, `finish`) return once the change is durable, and only
@@ -255,7 +321,88 @@ class Store(Protocol):
         ...
 
 
-class MemoryStore:
+class JobViews(abc.ABC):
+    """The reads every store answers from the jobs in its memory, given `get` and `_outlook`
+    (a cluster's store keeps a copy of the shared jobs, so it answers them the same way)."""
+
+    _running: Job | None
+    _counts: Counter[JobStatus]
+    _closed: bool
+    _listeners: list[Listener]
+    _forgetters: list[Listener]
+
+    @abc.abstractmethod
+    def get(self, job_id: object) -> Job:
+        """The job with this id, or `JobNotFound`."""
+
+    @abc.abstractmethod
+    def _outlook(self, job: Job) -> tuple[int | None, float | None]:
+        """(position, estimated finish): both for a queued job, the finish for a running one."""
+
+    @property
+    def running(self) -> Job | None:
+        """The job running now, if any."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """How many jobs are waiting."""
+        return self._counts[JobStatus.QUEUED]
+
+    def counts(self) -> dict[str, int]:
+        """How many known jobs are in each status."""
+        return {status.value: self._counts[status] for status in JobStatus}
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs run before this queued one (the running job included)."""
+        return self._outlook(job)[0]
+
+    def estimated_finish(self, job: Job) -> float | None:
+        """When the job should finish, exact up to transform time, as epoch seconds."""
+        return self._outlook(job)[1]
+
+    def result(self, job_id: object) -> str:
+        """The result of a done job, or the error that says why there is none."""
+        job = self.get(job_id)
+        return result_of(job, self.position(job))
+
+    def describe(self, job: Job) -> JobObject:
+        """The job object as it goes on the wire."""
+        return job_object(job, *self._outlook(job))
+
+    def summarize(self, job: Job) -> JobSummary:
+        """A small summary of the job for listings: no full text, no result."""
+        return job_summary(job, self.position(job))
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` ran: waits return at once."""
+        return self._closed
+
+    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
+        """Call `listener(job)` after every change, and `forget(job)` when a finished job is
+        forgotten; returns the function that stops both."""
+        self._listeners.append(listener)
+        if forget is not None:
+            self._forgetters.append(forget)
+
+        def stop() -> None:
+            self._listeners.remove(listener)
+            if forget is not None:
+                self._forgetters.remove(forget)
+
+        return stop
+
+    @staticmethod
+    def _call(listeners: list[Listener], job: Job) -> None:
+        for listener in listeners:
+            try:
+                listener(job)
+            except Exception:  # a broken listener must not stop the worker or the store
+                logger.exception("a listener failed on job %s", job.id)
+
+
+class MemoryStore(JobViews):
     """Every job in memory only: a restart forgets them all. Implements `Store`."""
 
     def __init__(
@@ -290,11 +437,6 @@ class MemoryStore:
         self._adding = 0  # submits on their way to the disk (a journaled store's), not yet queued
         self._adding_chars = 0  # and the characters of their texts
 
-    @property
-    def closed(self) -> bool:
-        """True once `close` ran: waits return at once."""
-        return self._closed
-
     # -- asking ---------------------------------------------------------------------
 
     def get(self, job_id: object) -> Job:
@@ -311,76 +453,6 @@ class MemoryStore:
     async def find(self, job_id: object) -> Job:
         """`get`: one server's memory holds every job there is."""
         return self.get(job_id)
-
-    @property
-    def running(self) -> Job | None:
-        """The job the worker is running now, if any."""
-        return self._running
-
-    @property
-    def queued(self) -> int:
-        """How many jobs are waiting."""
-        return self._counts[JobStatus.QUEUED]
-
-    def counts(self) -> dict[str, int]:
-        """How many known jobs are in each status."""
-        return {status.value: self._counts[status] for status in JobStatus}
-
-    def position(self, job: Job) -> int | None:
-        """How many jobs run before this queued one (the running job included)."""
-        return self._outlook(job)[0]
-
-    def estimated_finish(self, job: Job) -> float | None:
-        """When the job should finish, exact up to transform time, as epoch seconds."""
-        return self._outlook(job)[1]
-
-    def result(self, job_id: object) -> str:
-        """The result of a done job, or the error that says why there is none."""
-        job = self.get(job_id)
-        if job.status is JobStatus.DONE and job.result is not None:
-            return _fresh(job.result)
-        if job.status is JobStatus.FAILED:
-            raise JobFailed(f"job {job.id} failed: {job.error}", {"error": job.error})
-        if job.status is JobStatus.CANCELLED:
-            raise JobCancelled(f"job {job.id} was cancelled; it has no result")
-        raise ResultNotReady(
-            f"job {job.id} is {job.status}; its result is not ready yet",
-            {"status": job.status.value, "position": self.position(job)},
-        )
-
-    def describe(self, job: Job) -> JobObject:
-        """The job object as it goes on the wire."""
-        position, finish = self._outlook(job)
-        return {
-            "id": job.id,
-            "type": job.type.name,
-            "status": job.status.value,
-            "position": position,
-            "data": _fresh(job.data),
-            "delay": job.delay,
-            "submitted_at": job.submitted_iso,
-            "started_at": job.started_iso,
-            "finished_at": job.finished_iso,
-            "estimated_finish_at": iso(finish),
-            "error": job.error,
-            "attempts": job.attempts,
-        }
-
-    def summarize(self, job: Job) -> JobSummary:
-        """A small summary of the job for listings: no full text, no result."""
-        return {
-            "id": job.id,
-            "seq": job.seq,
-            "type": job.type.name,
-            "status": job.status.value,
-            "position": self.position(job),
-            "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
-            "length": len(job.data),
-            "delay": job.delay,
-            "submitted_at": job.submitted_iso,
-            "started_at": job.started_iso,
-            "finished_at": job.finished_iso,
-        }
 
     def newest(self, status: JobStatus | None = None, before: int | None = None) -> Iterator[Job]:
         """Jobs newest first, optionally of one status and submitted before sequence `before`.
@@ -495,20 +567,6 @@ class MemoryStore:
         except TimeoutError:
             pass
         return job
-
-    def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
-        """Call `listener(job)` after every change, and `forget(job)` when a finished job is
-        forgotten; returns the function that stops both."""
-        self._listeners.append(listener)
-        if forget is not None:
-            self._forgetters.append(forget)
-
-        def stop() -> None:
-            self._listeners.remove(listener)
-            if forget is not None:
-                self._forgetters.remove(forget)
-
-        return stop
 
     async def take(self) -> Job:
         """For the worker: wait for the oldest queued job and mark it running."""
@@ -665,13 +723,7 @@ class MemoryStore:
     def _changed_since(
         self, job: Job, seen_status: JobStatus | None, seen_position: int | None
     ) -> bool:
-        if job.status.finished:
-            return True
-        if seen_status is None:
-            return False
-        if job.status is not seen_status:
-            return True
-        return seen_position is not None and self.position(job) != seen_position
+        return changed_since(job, seen_status, seen_position, self.position)
 
     def _remember(self, job: Job) -> None:
         """Keep the finished job, forgetting the oldest finished ones beyond the limits.
@@ -704,14 +756,6 @@ class MemoryStore:
     def _notify(self, job: Job) -> None:
         self._waiters.wake(job.id)
         self._call(self._listeners, job)
-
-    @staticmethod
-    def _call(listeners: list[Listener], job: Job) -> None:
-        for listener in listeners:
-            try:
-                listener(job)
-            except Exception:  # a broken listener must not stop the worker
-                logger.exception("a listener failed on job %s", job.id)
 
 
 def _seq(job: Job) -> int:
