@@ -72,6 +72,7 @@ RUNNER = "runner"
 STANDBY = "standby"
 
 _TYPES = {t.code: t for t in JOB_TYPES}
+_STATUSES = {s.value: s for s in JobStatus}
 
 
 def is_postgres(url: str) -> bool:
@@ -551,6 +552,8 @@ class PgStore(JobViews):
 
     def _add(self, row: asyncpg.Record) -> Job:
         submitted: float = row["submitted_at"]
+        started: float | None = row["started_at"]
+        finished: float | None = row["finished_at"]
         job = Job(
             id=row["id"],
             type=_TYPES[row["type"]],
@@ -559,8 +562,14 @@ class PgStore(JobViews):
             seq=row["seq"],
             delay_before=0.0,  # the memory store's bookkeeping; positions here come from bisects
             submitted_at=submitted,
-            status=JobStatus.QUEUED,
+            status=_STATUSES[row["status"]],
+            started_at=started,
+            finished_at=finished,
+            result=row["result"],
+            error=row["error"],
             submitted_iso=iso(submitted),
+            started_iso=iso(started),
+            finished_iso=iso(finished),
             attempts=row["attempts"],
         )
         self._jobs[job.id] = job
@@ -568,10 +577,6 @@ class PgStore(JobViews):
         self._by_seq[job.seq] = job
         insort(self._order, job.seq)
         self._enter(job)
-        job.started_at, job.finished_at = row["started_at"], row["finished_at"]
-        job.started_iso, job.finished_iso = iso(job.started_at), iso(job.finished_at)
-        job.result, job.error = row["result"], row["error"]
-        self._move(job, JobStatus(row["status"]))
         self._log_change(job, None)
         self._notify(job)
         return job
