@@ -370,6 +370,7 @@ class PgStore(JobViews):
                             announced = self.name
                         if self._role == RUNNER:
                             await connection.execute("SELECT 1", timeout=pgsql.QUERY_TIMEOUT)
+                            self._runner = self.name  # its URL, once the server listens
                         elif await pgsql.try_lock(connection):
                             self._promote()
                         else:
