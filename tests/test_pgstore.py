@@ -8,6 +8,7 @@ import subprocess
 import time
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -15,7 +16,7 @@ from backend.pgsql import LOCK_SPACE, ORDER_LOCK, SCHEMA_VERSION
 from backend.pgstore import PgStore, redact
 from backend.protocol import JobStatus
 from backend.store import Limits
-from tests.conftest import BIN, spawn_server
+from tests.conftest import BIN, ServerProcess, spawn_server
 from tests.pg import PASSWORD
 from tests.pg import free_port as unused_port
 
@@ -34,6 +35,21 @@ def start_refused(
     )
 
 
+async def until_healthz_names(server: ServerProcess, runner: str) -> None:
+    """Poll /healthz until it names `runner` as the runner (it looks once a second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.url + "/healthz") as reply,
+        ):
+            said = await reply.json()
+        if said.get("runner") == runner:
+            return
+        assert time.monotonic() < deadline, said
+        await asyncio.sleep(0.05)
+
+
 async def execute(url: str, statement: str) -> None:
     """Run one statement on the database."""
     connection = await asyncpg.connect(url)
@@ -49,6 +65,7 @@ async def test_first_start_creates_the_schema_and_a_newer_one_is_refused(pg_url:
     server = spawn_server("--db", pg_url, "--log-level", "warning")
     try:
         assert "this server is the runner" in server.line
+        await until_healthz_names(server, server.url)
         assert redact(pg_url) in server.line
         assert PASSWORD not in server.line
     finally:
