@@ -113,6 +113,7 @@ class PgStore(JobViews):
         self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._counts: Counter[JobStatus] = Counter()
         self._kept_chars = 0
+        self._queued_chars = 0  # characters of text of the queued jobs, for max_queued_chars
         self._running: Job | None = None
         # Waiters and listeners, as in the memory store.
         self._changed = asyncio.Event()
@@ -290,6 +291,11 @@ class PgStore(JobViews):
         if self.queued >= self.limits.max_queued:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
+            )
+        if self._queued_chars + len(text) > self.limits.max_queued_chars:
+            raise QueueFull(
+                f"the queue is full ({self._queued_chars} characters of text waiting, the "
+                f"limit is {self.limits.max_queued_chars}); try again later"
             )
         delay = round(job_type.delay * self.limits.time_scale, 6)
         # A client that leaves cancels only its wait: the commit goes on.
@@ -622,6 +628,7 @@ class PgStore(JobViews):
         self._counts[job.status] += 1
         if job.status is JobStatus.QUEUED:
             insort(self._queued_by_delay[job.delay], job.seq)
+            self._queued_chars += len(job.data)
             self._work.set()
         elif job.status is JobStatus.RUNNING:
             self._running = job
@@ -634,6 +641,7 @@ class PgStore(JobViews):
         self._counts[job.status] -= 1
         if job.status is JobStatus.QUEUED:
             _remove(self._queued_by_delay[job.delay], job.seq)
+            self._queued_chars -= len(job.data)
         elif job.status is JobStatus.RUNNING:
             if self._running is job:
                 self._running = None

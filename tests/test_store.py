@@ -333,6 +333,15 @@ async def test_queue_limit(new_store: NewStore) -> None:
         await store.submit(1, "c")
 
 
+async def test_queued_characters_limit(new_store: NewStore) -> None:
+    """Past max_queued_chars of waiting text, submit is refused with QueueFull."""
+    store = await new_store(Limits(max_queued_chars=10))
+    await store.submit(1, "abcdef")
+    with pytest.raises(QueueFull, match="characters of text waiting"):
+        await store.submit(1, "ghijk")
+    await store.submit(1, "ghij")  # exactly at the limit
+
+
 async def test_finished_jobs_are_evicted_oldest_first(store: Store) -> None:
     """Only max_finished finished jobs are kept; the oldest are forgotten first."""
     store.limits = replace(store.limits, max_finished=3)
