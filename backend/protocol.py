@@ -8,7 +8,7 @@ string that is defined here.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, TypedDict
+from typing import Any, TypedDict
 
 RPC_PATH = "/rpc"
 HEALTH_PATH = "/healthz"
@@ -82,12 +82,14 @@ class RpcError(Exception):
     both sides share one table of codes and classes.
     """
 
-    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+    code: int = ErrorCode.INTERNAL_ERROR  # each subclass's; an instance may carry another
 
-    def __init__(self, message: str, data: Any = None) -> None:
+    def __init__(self, message: str, data: Any = None, *, code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
+        if code is not None:
+            self.code = code  # a code this side does not know (a newer server's) is kept
 
     def __str__(self) -> str:
         if isinstance(self.data, str) and self.data:
@@ -96,8 +98,13 @@ class RpcError(Exception):
 
     @staticmethod
     def from_error(code: int, message: str, data: Any = None) -> RpcError:
-        """Rebuild the exception a server sent as an error object."""
-        return _BY_CODE.get(code, RpcError)(message, data)
+        """Rebuild the exception a server sent as an error object.
+
+        A known code gives its class (so `except ServerBusy` works on the client); an
+        unknown one gives a plain RpcError that keeps the code it came with.
+        """
+        known = _BY_CODE.get(code)
+        return known(message, data) if known is not None else RpcError(message, data, code=code)
 
 
 class ParseError(RpcError):

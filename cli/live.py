@@ -31,6 +31,7 @@ class LiveStatus:
         self._lock = threading.Lock()  # the ticker and the main thread both draw
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._note: str | None = None  # shown after the status, e.g. "server busy; ..."
 
     def show(self, job: JobObject) -> None:
         """Record the newest state of the job and show it."""
@@ -46,6 +47,16 @@ class LiveStatus:
         if key != self._last_key:
             self._last_key = key
             self._stream.write(f"{self._describe(job)}\n")
+            self._stream.flush()
+
+    def note(self, text: str | None) -> None:
+        """Show `text` after the status until the next note (None takes it away)."""
+        with self._lock:
+            self._note = text
+        if self._tty:
+            self._draw()
+        elif text is not None:
+            self._stream.write(f"{text}\n")
             self._stream.flush()
 
     def close(self) -> None:
@@ -71,6 +82,8 @@ class LiveStatus:
             line = self._describe(self._job)
             if self._job["status"] == JobStatus.QUEUED:  # a running line already shows progress
                 line += f" · {time.monotonic() - self._began:.1f} s elapsed"
+            if self._note is not None:
+                line += f" · {self._note}"
             width = shutil.get_terminal_size().columns - 1  # a wrapped line could not be redrawn
             self._stream.write(f"\r\x1b[K{line[:width]}")
             self._stream.flush()

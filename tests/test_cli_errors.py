@@ -418,3 +418,59 @@ def test_completion_scripts(shell: str) -> None:
     if shell == "bash":
         checked = subprocess.run(["bash", "-n"], input=done.stdout, text=True, check=False)
         assert checked.returncode == 0
+
+
+def test_an_unknown_error_code_keeps_its_code_and_busy_maps_to_server_busy() -> None:
+    """from_error: -32008 gives ServerBusy; a code this side does not know keeps its code."""
+    from backend.protocol import ErrorCode, RpcError, ServerBusy
+
+    busy = RpcError.from_error(-32008, "server busy", {"id": "x"})
+    assert isinstance(busy, ServerBusy)
+    assert busy.code == ErrorCode.SERVER_BUSY
+    assert busy.data == {"id": "x"}
+    unknown = RpcError.from_error(-32077, "a newer server's error")
+    assert type(unknown) is RpcError
+    assert unknown.code == -32077
+    assert unknown.message == "a newer server's error"
+
+
+def test_wait_asks_again_when_the_server_is_busy() -> None:
+    """`taskrpc wait` against a server at its limit of waits retries and says so, no error."""
+    import http.client
+    import socket
+
+    server = spawn_server("--time-scale", "1000", "--max-waiters", "1")
+    holder = None
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        submitted = run_cli("submit", "reverse", "held", "--json", url=server.url)
+        job_id = json.loads(submitted.stdout)["id"]
+
+        def wait_body(timeout: float) -> bytes:
+            request = {"jsonrpc": "2.0", "method": "wait", "params": [job_id, timeout], "id": 1}
+            return json.dumps(request).encode()
+
+        def busy() -> bool:
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            connection.request("POST", "/rpc", wait_body(0), {"Content-Type": "application/json"})
+            answer = json.loads(connection.getresponse().read())
+            connection.close()
+            return bool(answer.get("error", {}).get("code") == -32008)
+
+        body = wait_body(120)  # the one wait the server takes, held by a raw socket
+        holder = socket.create_connection((host, int(port)))
+        holder.sendall(
+            b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        deadline = time.monotonic() + 10
+        while not busy():
+            assert time.monotonic() < deadline, "the held wait never took the server's place"
+            time.sleep(0.02)
+        done = run_cli("wait", "--id", job_id, "--timeout", "1.5", url=server.url)
+        assert "server busy; asking again" in done.stderr, done.stderr
+        assert done.returncode == ExitStatus.NOT_READY, done.stderr  # ran out, not an error
+    finally:
+        if holder is not None:
+            holder.close()
+        server.reap()
