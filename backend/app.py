@@ -106,10 +106,17 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
 
 async def rpc(request: web.Request) -> web.Response:
     """POST /rpc: one JSON-RPC request or batch (the gate has checked the head)."""
+    settings = request.app[SETTINGS]
     try:
-        body = await request.read()
+        # aiohttp never fails the read of a chunked body whose framing breaks once the
+        # handler reads it (nor of one that stalls): without a deadline it would wait for
+        # as long as the client keeps the connection.
+        async with asyncio.timeout(settings.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        return await _body_too_slow(request, settings.body_timeout)
     except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
-        return too_large(request.app[SETTINGS].max_body_bytes)
+        return too_large(settings.max_body_bytes)
     except web.RequestPayloadError as exc:  # a body that broke its own framing
         broken = error(ErrorCode.PARSE_ERROR, "Parse error", f"the body could not be read: {exc}")
         return web.Response(status=400, body=dumps(broken), content_type="application/json")
@@ -117,6 +124,25 @@ async def rpc(request: web.Request) -> web.Response:
     if answer is None:
         return web.Response(status=204)
     return web.Response(body=dumps(answer), content_type="application/json")
+
+
+async def _body_too_slow(request: web.Request, seconds: float) -> web.Response:
+    """408, then close the connection at once: what may follow cannot be framed.
+
+    aiohttp would otherwise keep reading an unfinished body for its lingering time (10 s)
+    before it closes; the answer is sent first, and closing flushes it.
+    """
+    late = error(
+        ErrorCode.PARSE_ERROR,
+        "Parse error",
+        f"the body did not arrive within {seconds:g} s (--body-timeout)",
+    )
+    response = web.Response(status=408, body=dumps(late), content_type="application/json")
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 async def health(request: web.Request) -> web.Response:

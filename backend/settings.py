@@ -91,6 +91,10 @@ class Settings:
         default=10.0,
         metadata={"help": "seconds a new connection gets to send its first request head"},
     )
+    body_timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds a request body may take to arrive once its head is in"},
+    )
     keepalive_timeout: float = field(
         default=30.0, metadata={"help": "seconds an idle keep-alive connection stays open"}
     )
@@ -154,7 +158,7 @@ class Settings:
             yield "db must be a file name or :memory:, not empty"
         if not self.max_wait > 0:
             yield "max wait must be > 0"
-        for name in ("head_timeout", "keepalive_timeout"):
+        for name in ("head_timeout", "body_timeout", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 yield f"{name.replace('_', ' ')} must be > 0"
         if self.log_level not in LOG_LEVELS:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from backend import app as server_app
 from backend.protocol import RPC_PATH, ErrorCode, JobStatus
 from tests.conftest import Server, StartServer, until
 
@@ -257,3 +258,40 @@ async def test_a_batch_bomb_is_cheap_and_does_not_stall_others(server: Server) -
     assert worst < 0.5, f"another client waited {worst:.2f} s"
     assert elapsed < 1.0, f"the batch took {elapsed:.2f} s"
     assert len(json.dumps(answer)) < 10 * len(bomb), "the answer is much larger than the request"
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [b"zz\r\nnope\r\n0\r\n\r\n", b""],
+    ids=["framing-breaks-mid-read", "body-stalls"],
+)
+async def test_a_body_that_breaks_or_stalls_mid_read_is_answered_by_the_body_deadline(
+    start_server: StartServer, rest: bytes
+) -> None:
+    """A chunked body that breaks or stalls once the handler reads it: 408 at --body-timeout."""
+    server = await start_server(body_timeout=0.5)
+    reader, writer = await connect(server)
+    try:
+        writer.write(head(None) + b"5\r\n[1, 2\r\n")  # the handler starts reading this
+        await writer.drain()
+        await until(_in_rpc_handler, what="the handler to read the body")
+        writer.write(rest)
+        await writer.drain()
+        status, body = await read_reply(reader, timeout=5.0)
+        assert status == 408, (status, body)
+        assert json.loads(body)["error"]["code"] == ErrorCode.PARSE_ERROR
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # and the connection is closed
+    finally:
+        await close(writer)
+
+
+def _in_rpc_handler() -> bool:
+    """True while a task of this loop is inside the /rpc handler (reading the body)."""
+    for task in asyncio.all_tasks():
+        awaiting: Any = task.get_coro()
+        while awaiting is not None and hasattr(awaiting, "cr_code"):
+            if awaiting.cr_code is server_app.rpc.__code__:
+                return True
+            awaiting = awaiting.cr_await  # down the chain of awaits (middlewares, then rpc)
+    return False
