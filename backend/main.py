@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.app import STORE, start
+from backend.collector import keep_out_of_floods
 from backend.display import visible
 from backend.journal import Refused
 from backend.settings import Settings, token_on_command_line
@@ -71,6 +72,7 @@ def configure_logging(level: str) -> None:
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
     runner, url = await start(settings)
+    collector = asyncio.create_task(keep_out_of_floods(), name="taskrpc-collector")
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -85,6 +87,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         logging.getLogger("taskrpc").info("stopping")
     finally:
+        collector.cancel()
         await runner.cleanup()
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 SLICE = 256  # tasks cancelled, or futures woken, per turn of the loop (~10 ms of unwinding)
+DECODE_PER_TURN = 256 * 1024  # bytes of request bodies decoded per turn (~6 ms; one is never cut)
 
 
 async def side_by_side(calls: Iterable[Awaitable[T]]) -> list[T]:
@@ -46,6 +47,18 @@ async def side_by_side(calls: Iterable[Awaitable[T]]) -> list[T]:
     return [task.result() for task in tasks]
 
 
+async def decode_turn(size: int) -> None:
+    """Return in a turn of the loop where a body of `size` bytes may be decoded.
+
+    Decoding JSON costs ~25 ms a MiB: 50 batches of 1 000 waits (86 KB each) that arrive
+    together were decoded in one turn, 86 ms of CPU. At most DECODE_PER_TURN bytes, or
+    one body however large, are decoded per turn, counting every request's.
+    """
+    pacer = _pacer()
+    while not pacer.may_decode(size):
+        await pacer.turn()
+
+
 def wake(futures: Iterable[asyncio.Future[None]]) -> None:
     """Set the result of each future still pending, `SLICE` per turn, from the next turn on."""
     _pacer().wake(futures)
@@ -59,28 +72,48 @@ class _Pacer:
         self._work: deque[tuple[bool, asyncio.Future[Any]]] = deque()  # (cancel?, which)
         self._scheduled = False
         self._started = 0  # tasks started in this turn
+        self._decoded = 0  # bytes of bodies decoded in this turn
+        self._counting = False  # a reset of the counts is scheduled for the next turn
         self._next: asyncio.Future[None] | None = None  # done when a new turn begins
 
     def may_start(self) -> bool:
         """Count one task start in this turn; False once SLICE were started."""
         if self._started >= SLICE:
             return False
-        if self._started == 0:
-            self._loop.call_soon(self._new_turn)
+        self._count()
         self._started += 1
+        return True
+
+    def may_decode(self, size: int) -> bool:
+        """Count `size` bytes decoded in this turn; False if that would pass DECODE_PER_TURN."""
+        if self._decoded and self._decoded + size > DECODE_PER_TURN:
+            return False
+        self._count()
+        self._decoded += size
         return True
 
     async def next_turn(self) -> None:
         """Return in a later turn, and count a start there (False from may_start came first)."""
         while True:
-            if self._next is None:
-                self._next = self._loop.create_future()
-            await asyncio.shield(self._next)  # shared: one caller's cancel must not end it
+            await self.turn()
             if self.may_start():
                 return
 
+    async def turn(self) -> None:
+        """Return once a new turn begins (something was counted in this one)."""
+        if self._next is None:
+            self._next = self._loop.create_future()
+        await asyncio.shield(self._next)  # shared: one caller's cancel must not end it
+
+    def _count(self) -> None:
+        if not self._counting:
+            self._counting = True
+            self._loop.call_soon(self._new_turn)
+
     def _new_turn(self) -> None:
         self._started = 0
+        self._decoded = 0
+        self._counting = False
         if self._next is not None:
             self._next.set_result(None)
             self._next = None
