@@ -3,7 +3,7 @@
 Each test runs `taskrpc-server` as its own process (as in production: the flooding
 client's own work does not count) and a probe thread that asks `/healthz` again and
 again over one keep-alive connection, timing each answer. The floods are the ones
-issue 8 found: 50 000 waits held and dropped, 16 pipelined snapshots of 20 000 jobs
+issue 8 found: 50 000 waits arriving, held and dropped, 16 pipelined snapshots of 20 000 jobs
 out of 100 000, a batch of 1 000 `list` calls with cursor "1", and more connections
 than the server takes.
 """
@@ -130,8 +130,8 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-async def test_50000_waits_held_and_dropped_do_not_stall_the_server() -> None:
-    """50 000 waits (1 000 per connection, 50 connections) held, then dropped: /healthz < 100 ms."""
+async def test_50000_waits_arriving_held_and_dropped_do_not_stall_the_server() -> None:
+    """50 000 waits (1 000 per connection, 50 at once) arrive, are held, dropped: /healthz fast."""
     server = spawn_server("--time-scale", SLOW, "--log-level", "warning", "--max-waiters", "50000")
     port = _port(server)
     writers: list[asyncio.StreamWriter] = []
@@ -141,12 +141,13 @@ async def test_50000_waits_held_and_dropped_do_not_stall_the_server() -> None:
             [_request("wait", {"id": job_id, "timeout": 120}, n) for n in range(1000)]
         ).encode()
         head = b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        for _ in range(50):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            writers.append(writer)
-        await _until(lambda: _busy(port, job_id), 60, "50 000 waits held")
-        with Probe(port) as probe:
+        with Probe(port) as arriving:  # full collections over the parked waits stalled this
+            for _ in range(50):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                writers.append(writer)
+            await _until(lambda: _busy(port, job_id), 60, "50 000 waits held")
+        with Probe(port) as dropping:
             started = time.perf_counter()
             await asyncio.to_thread(_rpc, port, _request("submit", ["reverse", "one more"]))
             submit = time.perf_counter() - started  # every change woke all 50 000 before
@@ -155,7 +156,8 @@ async def test_50000_waits_held_and_dropped_do_not_stall_the_server() -> None:
             await _until(lambda: not _busy(port, job_id), 60, "the waits to be dropped")
             await asyncio.sleep(0.5)  # and the probe keeps asking a little longer
         assert submit < WORST, f"a submit took {submit * 1000:.0f} ms with 50 000 waits held"
-        assert probe.worst < WORST, f"/healthz took {probe.worst * 1000:.0f} ms"
+        assert arriving.worst < WORST, f"/healthz took {arriving.worst * 1000:.0f} ms (arriving)"
+        assert dropping.worst < WORST, f"/healthz took {dropping.worst * 1000:.0f} ms (dropped)"
     finally:
         for writer in writers:
             writer.transport.abort()
