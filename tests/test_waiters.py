@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from backend.pacing import SLICE, side_by_side
+from backend.pacing import DECODE_PER_TURN, SLICE, decode_turn, side_by_side
 from backend.protocol import ErrorCode, JobStatus
 from backend.store import Limits, MemoryStore
 from backend.waiters import Waiters
@@ -156,3 +156,34 @@ async def test_a_batch_starts_and_is_cancelled_a_slice_per_turn() -> None:
     with pytest.raises(asyncio.CancelledError):
         await batch
     ticker.cancel()
+
+
+async def test_large_bodies_are_decoded_at_most_decode_per_turn_bytes_a_turn() -> None:
+    """decode_turn lets DECODE_PER_TURN bytes through per loop turn; one larger body alone."""
+    loop = asyncio.get_running_loop()
+    turns = 0
+    decoded: list[tuple[int, int]] = []  # (turn, size)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def body(size: int) -> None:
+        await decode_turn(size)
+        decoded.append((turns, size))
+
+    ticker = loop.create_task(count_turns())
+    sizes = [86_000] * 50 + [2 * DECODE_PER_TURN] + [86_000] * 5
+    await asyncio.gather(*(body(size) for size in sizes))
+    ticker.cancel()
+    per_turn: Counter[int] = Counter()
+    alone: set[int] = set()
+    for turn, size in decoded:
+        per_turn[turn] += size
+        if size > DECODE_PER_TURN:
+            alone.add(turn)
+    assert len(decoded) == len(sizes)
+    assert all(total <= DECODE_PER_TURN or turn in alone for turn, total in per_turn.items())
+    assert all(per_turn[turn] == 2 * DECODE_PER_TURN for turn in alone)
