@@ -15,6 +15,7 @@ that one: it does not import aiohttp). JSON-RPC errors come back as the exceptio
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from backend.protocol import (
     JobStatus,
     Method,
     Notification,
+    ServerBusy,
     Snapshot,
     SocketMethod,
     bearer,
@@ -44,6 +46,7 @@ from cli.rpc import (
     Disconnected,
     Follow,
     NotTaskrpc,
+    OnBusy,
     Page,
     TransportError,
     TypeInfos,
@@ -142,19 +145,29 @@ class Client:
         return await self.run(Calls.wait(job_id, timeout, seen))
 
     async def follow(
-        self, job: JobObject | str, timeout: float | None = None
+        self, job: JobObject | str, timeout: float | None = None, *, on_busy: OnBusy = None
     ) -> AsyncIterator[JobObject]:
         """The job now, then each time it changes, until it finishes or `timeout` s pass.
 
         `async for job in client.follow(job_id): ...` — long polls on the HTTP
-        connection, the same logic (`cli.rpc.Follow`) as `SyncClient.follow` and
-        `taskrpc wait`. Meant for a view of one job (the dashboard's details screen);
-        the job table follows everything through `subscribe()` instead.
+        connection, the same logic (`cli.rpc.Follow`, busy server included) as
+        `SyncClient.follow` and `taskrpc wait`. Meant for a view of one job (the dashboard's
+        details screen); the job table follows everything through `subscribe()` instead.
         """
         state = Follow(await self.status(job) if isinstance(job, str) else job, timeout)
         yield state.job
         while (call := state.next_call()) is not None:
-            if state.update(await self.run(call)):
+            try:
+                answer = await self.run(call)
+            except ServerBusy:
+                pause = state.busy()
+                if on_busy is not None:
+                    on_busy(pause)
+                await asyncio.sleep(pause)
+                continue
+            if state.paused is not None and on_busy is not None:
+                on_busy(None)
+            if state.update(answer):
                 yield state.job
 
     async def cancel(self, job_id: str) -> JobObject:

@@ -59,6 +59,10 @@ class LiveStatus:
             self._stream.write(f"{text}\n")
             self._stream.flush()
 
+    def busy(self, pause: float | None) -> None:
+        """The server is busy and is asked again in `pause` s; None: it answers again."""
+        self.note(None if pause is None else f"server busy; asking again in {pause:g} s")
+
     def close(self) -> None:
         """Stop redrawing and end the terminal line."""
         self._stop.set()

@@ -35,13 +35,10 @@ from backend.protocol import (
 from cli.options import add_connection_options, non_negative
 
 if TYPE_CHECKING:
-    from cli.live import LiveStatus
     from cli.sync import SyncClient
 
 SHELLS = ("bash", "zsh", "fish")  # what `taskrpc completion` writes scripts for
 LIST_DEFAULT = 20  # jobs per `taskrpc list` page
-BUSY_FIRST = 0.25  # seconds `wait` pauses after a "server busy" answer; doubles each time...
-BUSY_MOST = 4.0  # ...up to this
 
 
 class ExitStatus(enum.IntEnum):
@@ -225,7 +222,9 @@ def wait(client: SyncClient, args: argparse.Namespace) -> None:
     print(f"taskrpc: job {visible(job_id)} ({visible(job['type'])})", file=sys.stderr, flush=True)
     live = LiveStatus(sys.stderr)
     try:
-        job = _follow(client, job, args.timeout, live)
+        for change in client.follow(job, args.timeout, on_busy=live.busy):
+            live.show(change)
+            job = change
     except KeyboardInterrupt:
         raise Failure(
             f"stopped waiting; job {job_id} goes on — "
@@ -241,36 +240,6 @@ def wait(client: SyncClient, args: argparse.Namespace) -> None:
     finally:
         live.close()
     _finish(client, args, job)
-
-
-def _follow(
-    client: SyncClient, job: JobObject, timeout: float | None, live: LiveStatus
-) -> JobObject:
-    """Long-poll the job until it finishes or `timeout` passes; returns it as last seen.
-
-    A server at its limit of waits answers -32008 at once: ask again after a pause that
-    doubles up to BUSY_MOST (the live line says so) instead of failing the command.
-    """
-    from backend.protocol import ServerBusy
-    from cli.rpc import Follow
-
-    state = Follow(job, timeout)
-    live.show(state.job)
-    pause = BUSY_FIRST
-    while (call := state.next_call()) is not None:
-        try:
-            answer = client.run(call)
-        except ServerBusy:
-            live.note(f"server busy; asking again in {pause:g} s")
-            time.sleep(pause)
-            pause = min(2 * pause, BUSY_MOST)
-            continue
-        if pause != BUSY_FIRST:
-            live.note(None)
-            pause = BUSY_FIRST
-        if state.update(answer):
-            live.show(state.job)
-    return state.job
 
 
 def _job_to_wait_for(client: SyncClient, args: argparse.Namespace) -> JobObject:

@@ -31,6 +31,10 @@ from backend.protocol import (
 
 CALL_TIMEOUT = 30.0  # seconds for one call, on top of any time the server is asked to wait
 LONG_POLL = 25.0  # seconds one `wait` call may block on the server
+BUSY_FIRST = 0.25  # seconds to pause after a "server busy" (-32008) answer; doubles each time…
+BUSY_MOST = 4.0  # …up to this
+
+OnBusy = Callable[[float | None], None] | None  # hears each pause for a busy server; None: over
 
 T = TypeVar("T")
 
@@ -179,13 +183,19 @@ class Follow:
 
         follow = Follow(job, timeout)
         while (call := follow.next_call()) is not None:
-            changed = follow.update(<the answer to call>)
+            try:
+                changed = follow.update(<the answer to call>)
+            except ServerBusy:
+                <sleep follow.busy() seconds>
 
-    `next_call()` is None once the job has finished or `timeout` seconds have passed.
+    `next_call()` is None once the job has finished or `timeout` seconds have passed. A
+    server at its limit of waits answers "server busy" (-32008) at once: the follower asks
+    again after a pause that doubles up to BUSY_MOST, instead of failing.
     """
 
     def __init__(self, job: JobObject, timeout: float | None, poll: float = LONG_POLL) -> None:
         self.job = job
+        self.paused: float | None = None  # the last pause, while the server is busy
         self._poll = poll
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -207,8 +217,13 @@ class Follow:
 
     def update(self, job: JobObject) -> bool:
         """Record the answer; True if the job changed (a long poll that timed out did not)."""
-        old, self.job = self.job, job
+        old, self.job, self.paused = self.job, job, None
         return any(old.get(key) != job.get(key) for key in _CHANGES)
+
+    def busy(self) -> float:
+        """The server said it is busy: the seconds to pause before asking again."""
+        self.paused = BUSY_FIRST if self.paused is None else min(2 * self.paused, BUSY_MOST)
+        return self.paused
 
 
 _CHANGES = ("status", "position", "started_at", "finished_at", "estimated_finish_at")

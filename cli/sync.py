@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -39,6 +40,7 @@ from backend.protocol import (
     QueueFull,
     ResultNotReady,
     RpcError,
+    ServerBusy,
     Unauthorized,
     bearer,
 )
@@ -49,6 +51,7 @@ from cli.rpc import (
     Disconnected,
     Follow,
     NotTaskrpc,
+    OnBusy,
     Page,
     TransportError,
     TypeInfos,
@@ -156,16 +159,30 @@ class SyncClient:
         """The job types the server knows."""
         return self.run(Calls.types())
 
-    def follow(self, job: JobObject | str, timeout: float | None = None) -> Iterator[JobObject]:
+    def follow(
+        self, job: JobObject | str, timeout: float | None = None, *, on_busy: OnBusy = None
+    ) -> Iterator[JobObject]:
         """The job now, then each time it changes, until it finishes or `timeout` s pass.
 
         Long polls (`wait`) on the one connection: no busy polling. After the loop the
         last job yielded tells which: finished (`JobStatus(job["status"]).finished`) or not.
+        A busy server (-32008) is asked again after a growing pause; `on_busy(seconds)` hears
+        of each pause, and `on_busy(None)` when answers come again.
         """
         state = Follow(self.status(job) if isinstance(job, str) else job, timeout)
         yield state.job
         while (call := state.next_call()) is not None:
-            if state.update(self.run(call)):
+            try:
+                answer = self.run(call)
+            except ServerBusy:
+                pause = state.busy()
+                if on_busy is not None:
+                    on_busy(pause)
+                time.sleep(pause)
+                continue
+            if state.paused is not None and on_busy is not None:
+                on_busy(None)
+            if state.update(answer):
                 yield state.job
 
     # -- the transport ---------------------------------------------------------------

@@ -288,3 +288,17 @@ async def test_https_to_a_plain_http_server_is_unreachable() -> None:
         secure = url.replace("http://", "https://")
         with pytest.raises(Unreachable, match=r"cannot reach https://127\.0\.0\.1:\d+ .*\(.+\)"):
             await asyncio.to_thread(types_at, secure)
+
+
+def test_follow_pauses_double_on_a_busy_server_and_start_over_after_an_answer() -> None:
+    """Follow.busy: 0.25, 0.5, 1… up to BUSY_MOST; an answer starts the pauses over."""
+    from cli.rpc import BUSY_FIRST, BUSY_MOST, Follow
+
+    job: Any = {"id": "x", "status": "queued", "position": 1}
+    follow = Follow(job, timeout=None)
+    pauses = [follow.busy() for _ in range(8)]
+    assert pauses[:3] == [BUSY_FIRST, 2 * BUSY_FIRST, 4 * BUSY_FIRST]
+    assert max(pauses) == pauses[-1] == BUSY_MOST
+    follow.update(job)
+    assert follow.paused is None
+    assert follow.busy() == BUSY_FIRST
