@@ -74,10 +74,12 @@ def test_follow_yields_each_change_until_done(server_process: ServerProcess) -> 
     """follow yields the job now, then at each change, and ends once it is done."""
     with SyncClient(f"{server_process.url}/rpc") as client:  # the curl URL works too
         job = client.submit("swap", "пример")
-        seen = [job["status"] for job in client.follow(job["id"])]
-    assert seen[0] in ("queued", "running")
+        seen = [job["status"] for job in client.follow(job)]
+    # A change may be missed between two long polls on a loaded machine (running for 50 ms);
+    # what cannot happen is a repeat, a step back, or an end before done.
+    assert seen[0] == JobStatus.QUEUED
     assert seen[-1] == JobStatus.DONE
-    assert "running" in seen or seen[0] == "running"
+    assert seen in (["queued", "running", "done"], ["queued", "done"])
 
 
 def test_follow_ends_at_its_timeout(slow_server: ServerProcess) -> None:

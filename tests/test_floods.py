@@ -15,7 +15,8 @@ import contextlib
 import http.client
 import json
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,42 +33,54 @@ JOBS = 100_000
 SLOW = "1000"  # time scale: the first job runs for 2 000 s, the rest stay queued
 
 
+# The probe runs in a process of its own: in a thread of this one it would also time how long
+# it waited for the GIL while the test built its flood, which is not the server's stall.
+_PROBE = """
+import http.client, json, sys, threading, time
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+stop = threading.Event()
+def ask():
+    started = time.perf_counter()
+    connection.request("GET", "/healthz")
+    reply = connection.getresponse()
+    reply.read()
+    assert reply.status == 200, reply.status
+    return time.perf_counter() - started
+ask()  # one answer before the flood: the connection works and holds its place
+print("ready", flush=True)
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+latencies = []
+while not stop.wait(0.005):
+    latencies.append(ask())
+print(json.dumps(latencies), flush=True)
+"""
+
+
 class Probe:
-    """Times GET /healthz over one keep-alive connection, in a thread, until stopped."""
+    """Times GET /healthz over one keep-alive connection, in its own process, until stopped."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
         self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self._connection.connect()  # before any flood: the probe holds its place
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PROBE, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def __enter__(self) -> Probe:
-        self._ask()  # one answer before the flood: the connection works
-        self._thread.start()
+        assert self._process.stdout is not None
+        assert self._process.stdout.readline().strip() == "ready", "the probe could not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self._connection.close()
+        output, _ = self._process.communicate(timeout=60)  # closes its stdin: it stops
+        assert self._process.returncode == 0, "the probe failed (see its traceback above)"
+        self.latencies = json.loads(output)
 
     @property
     def worst(self) -> float:
         return max(self.latencies)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.latencies.append(self._ask())
-
-    def _ask(self) -> float:
-        started = time.perf_counter()
-        self._connection.request("GET", "/healthz")
-        reply = self._connection.getresponse()
-        reply.read()
-        assert reply.status == 200, reply.status
-        return time.perf_counter() - started
 
 
 def _port(server: ServerProcess) -> int:
