@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test lint bench clean
+.PHONY: install run serve test lint bench bench-peers clean
 
 install: $(STAMP)
 
@@ -31,5 +31,12 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# taskrpc against RQ, arq and Celery (issue 13): needs redis-server, which this installs with
+# apt-get when it is missing and we are root; the peers get their own venvs in .venv-peers/.
+bench-peers: $(STAMP)
+	@command -v redis-server >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	$(BIN)/python -m bench peers $(ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .venv-peers $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -2,6 +2,7 @@
 
 Progress goes to stderr; the table goes to stdout. Each ratio is against a baseline
 measured in this same run. The whole run is bounded to a few minutes on 2 cores.
+`python -m bench peers` (`make bench-peers`) is apart: taskrpc against RQ, arq and Celery.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["peers"]:  # not a suite of `make bench`: its own options, venvs, redis
+        from bench.peers.run import main as peers
+
+        return peers(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("suites", nargs="*", help=f"run only these of {', '.join(SUITES)}")
     args = parser.parse_args()

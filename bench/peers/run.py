@@ -1,0 +1,433 @@
+"""`python -m bench peers`: taskrpc against RQ, arq and Celery, row by row, in one run.
+
+Every system gets the same job (`reverse` of a 10-character text; the peers' jobs do
+`text[::-1]`), the same number of client processes, one sequential worker, and fresh processes
+for every round; rounds interleave the systems (each round in a rotated order) and the table shows
+medians, the spread over rounds and taskrpc's ratio to the best peer. Progress goes to stderr,
+the table to stdout, every figure to .venv-peers/last-run.json. BENCHMARKS.md says what each
+row measures and what makes it unfair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.common import HOST, Server, log
+from bench.peers import envs
+from bench.peers.envs import SetupError
+from bench.peers.procs import HERE, BenchError, Drivers, Process, RedisServer, running
+
+TEXT = "abcdefghij"  # every job's text: 10 characters, as in issue 13
+DONE = ["done", "finished", "complete", "success"]  # each system's word for a finished job
+PEER_WORKERS = {"rq": "jobs_rq.py", "arq": "jobs_arq.py", "celery": "jobs_celery.py"}
+RESULTS = envs.CACHE / "last-run.json"
+NOTES = [  # figures printed under the table, by system
+    "status_server_us",
+    "status_client_us",
+    "enqueue_server_us",
+    "enqueue_client_us",
+    "batched_server_us",
+    "batched_client_us",
+    "latency_p90",
+    "drain_submit_share",
+    "redis_used_memory",
+    "queued",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How much work each measurement does; `--quick` shrinks it for a smoke run."""
+
+    rounds: int = 3
+    clients: int = 10  # client processes, each with one call in flight
+    window: float = 2.0  # seconds of each enqueue and status window
+    batch: int = 100  # jobs per batched enqueue
+    latency_jobs: int = 200  # one at a time, after `warmup` more
+    warmup: int = 20
+    drain_jobs: int = 1000
+    latency_poll: float = 0.001  # arq's client polls for a result; how often, when timed
+    drain_poll: float = 0.01  # and while a drain runs (fast polls would slow its worker)
+
+
+QUICK = Scale(rounds=1, clients=4, window=0.5, latency_jobs=20, warmup=5, drain_jobs=100)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: str
+    title: str
+    higher_is_better: bool
+
+
+ROWS = [
+    Row("enqueue", "enqueue, single calls (jobs/s)", True),
+    Row("batched", "enqueue, batched x100 (jobs/s)", True),
+    Row("drain", "drain: submit → all done (jobs/s)", True),
+    Row("latency", "end-to-end latency, idle, p50 (ms)", False),
+    Row("status", "status calls/s, same Python client", True),
+    Row("memory", "bytes per queued job, all processes", False),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """One column: a peer, or taskrpc-server with some flags (and maybe uvloop)."""
+
+    key: str
+    label: str
+    client: str  # the driver's adapter
+    python: Path
+    peer: bool
+    batches: bool = True
+    flags: tuple[str, ...] = ()
+    uvloop: Path | None = None
+
+
+Figures = dict[str, float | None]
+
+
+@dataclass
+class Results:
+    """Every figure of every round, per system and row, plus notes on how they were made."""
+
+    rounds: dict[str, list[Figures]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, system: System, figures: Figures) -> None:
+        self.rounds.setdefault(system.key, []).append(figures)
+
+    def values(self, system: System, row: Row) -> list[float]:
+        return [
+            value
+            for figures in self.rounds.get(system.key, [])
+            if (value := figures.get(row.key)) is not None
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one shared window measured: the rate, and the CPU each side spent per operation."""
+
+    rate: float  # operations per second, all clients together
+    count: int
+    server_us: float  # CPU of the server processes (taskrpc-server, or redis-server) per op
+    client_us: float  # CPU of the client processes per op
+
+
+def window(
+    drivers: Drivers, command: dict[str, Any], count: str, scale: Scale, servers: Sequence[Process]
+) -> Window:
+    """Run `command` on every client over one shared window (`count` names what it counts)."""
+    start_at = time.time() + 0.3
+    server_cpu = sum(server.cpu_seconds() for server in servers)
+    client_cpu = drivers.cpu_seconds()
+    answers = drivers.ask(
+        lambda _: {**command, "start_at": start_at, "duration": scale.window},
+        scale.window + 120,
+        servers,
+    )
+    done = sum(int(answer[count]) for answer in answers)
+    elapsed = max(float(answer["ended"]) for answer in answers) - start_at
+    server_cpu = sum(server.cpu_seconds() for server in servers) - server_cpu
+    client_cpu = drivers.cpu_seconds() - client_cpu
+    per_op = 1e6 / max(done, 1)
+    return Window(done / elapsed, done, server_cpu * per_op, client_cpu * per_op)
+
+
+def enqueue_rows(
+    drivers: Drivers,
+    system: System,
+    scale: Scale,
+    memory: Callable[[], int],
+    servers: Sequence[Process],
+) -> Figures:
+    """Enqueue rows with nothing consuming; then the memory those queued jobs hold."""
+    before = memory()
+    command: dict[str, Any] = {"op": "enqueue", "batch": 1, "text": TEXT}
+    single = window(drivers, command, "jobs", scale, servers)
+    figures = {"enqueue": single.rate, "batched": None} | cpu_notes("enqueue", single)
+    jobs = single.count
+    if system.batches:
+        batched = window(drivers, command | {"batch": scale.batch}, "jobs", scale, servers)
+        figures |= {"batched": batched.rate} | cpu_notes("batched", batched)
+        jobs += batched.count
+    figures["memory"] = (memory() - before) / jobs
+    figures["queued"] = jobs
+    return figures
+
+
+def cpu_notes(row: str, measured: Window) -> Figures:
+    return {f"{row}_server_us": measured.server_us, f"{row}_client_us": measured.client_us}
+
+
+def worker_rows(
+    drivers: Drivers, system: System, scale: Scale, servers: Sequence[Process]
+) -> Figures:
+    """Latency (one client, idle worker), status of a done job (all clients), drain (one)."""
+    command: dict[str, Any] = {"op": "latency", "text": TEXT, "poll": scale.latency_poll}
+    command |= {"count": scale.latency_jobs, "warmup": scale.warmup}
+    (latency,) = drivers.ask(lambda _: command, 300, servers, only=1)
+    command = {"op": "status", "id": latency["last_id"], "expect": DONE}
+    status = window(drivers, command, "calls", scale, servers[:1])
+    batch = scale.batch if system.batches else 1
+    command = {"op": "drain", "text": TEXT, "count": scale.drain_jobs, "batch": batch}
+    (drain,) = drivers.ask(lambda _: command | {"poll": scale.drain_poll}, 600, servers, only=1)
+    return {
+        "latency": statistics.median(latency["ms"]),
+        "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
+        "status": status.rate,
+        "drain": scale.drain_jobs / drain["elapsed"],
+        "drain_submit_share": drain["submitted"] / drain["elapsed"],
+    } | cpu_notes("status", status)
+
+
+class Watched(Process):
+    """A `bench.common.Server` seen as a `Process`, so that its death stops a wait at once."""
+
+    def __init__(self, server: Server) -> None:  # no Process.__init__: it is running already
+        self.name = server.name
+        self.process = server.process
+        self.server = server
+
+    def stderr(self) -> str:
+        return f"\n--- its stderr ends:\n{self.server.stderr()}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_server(system: System, folder: str, *flags: str) -> Watched:
+    """taskrpc-server on a free port at log level warning, with the system's flags and loop."""
+    own = [flag.replace("{folder}", folder) for flag in system.flags]
+    if system.uvloop is None:
+        server = Server.taskrpc(*flags, *own)
+    else:
+        argv = [sys.executable, "-m", "bench.peers.uvloop_server", str(system.uvloop)]
+        argv += ["--host", HOST, "--port", "0", "--log-level", "warning", *flags, *own]
+        server = Server(argv, "taskrpc-server (uvloop)")
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        if "uvloop" not in maps:
+            server.stop()
+            raise BenchError("the uvloop server does not run uvloop (no uvloop in its maps)")
+    return Watched(server)
+
+
+def measure_taskrpc(system: System, scale: Scale) -> Figures:
+    """Enqueue rows on a server whose worker sleeps in its first job; the rest at scale 0."""
+    with ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-peers-"))
+        drivers = Drivers(Path(sys.executable), "taskrpc", scale.clients)
+        stack.callback(drivers.stop)
+        # Time scale 1000: the first job sleeps 2000 s, so every later one stays queued.
+        flags = ("--time-scale", "1000", "--max-queued", "10000000")
+        with running(start_server(system, f"{folder}/a", *flags)) as server:
+            drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
+            figures = enqueue_rows(drivers, system, scale, server.server.rss, [server])
+        with running(start_server(system, f"{folder}/b", "--time-scale", "0")) as server:
+            drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
+            return figures | worker_rows(drivers, system, scale, [server])
+
+
+def measure_peer(system: System, scale: Scale, redis_binary: str) -> Figures:
+    """Enqueue rows with no worker (redis holds the queue); then a worker for the rest."""
+    with ExitStack() as stack:
+        redis = stack.enter_context(running(RedisServer(redis_binary)))
+        drivers = Drivers(system.python, system.client, scale.clients)
+        stack.callback(drivers.stop)
+        drivers.ask(lambda _: {"op": "open", "port": redis.port}, 60, [redis])
+        used = redis.used_memory()
+        figures = enqueue_rows(drivers, system, scale, redis.rss, [redis])
+        queued = figures["queued"] or 1
+        figures["redis_used_memory"] = (redis.used_memory() - used) / queued
+        redis.command("FLUSHALL")
+        env = {"PEERS_REDIS_PORT": str(redis.port), "PYTHONPATH": str(HERE)}
+        argv = [str(system.python), str(HERE / PEER_WORKERS[system.client])]
+        worker = stack.enter_context(running(Process(argv, f"{system.label} worker", env)))
+        return figures | worker_rows(drivers, system, scale, [redis, worker])
+
+
+def has_journal() -> bool:
+    """Whether this checkout's taskrpc-server takes `--db` (the SQLite journal)."""
+    argv = [sys.executable, "-m", "backend.main", "--help"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return "--db" in done.stdout
+
+
+def systems(args: argparse.Namespace) -> list[System]:
+    """The columns to measure, making each peer's venv on first use."""
+    here = Path(sys.executable)
+    chosen = [System("taskrpc", "taskrpc", "taskrpc", here, peer=False)]
+    if not args.no_journal:
+        if has_journal():
+            journal = ("--db", "{folder}/journal.sqlite3")
+            label = "taskrpc journaled"
+            chosen.append(System("journal", label, "taskrpc", here, peer=False, flags=journal))
+        else:
+            log("peers: this taskrpc-server has no --db yet: no journaled column")
+    if not args.no_uvloop:
+        uvloop = envs.ensure_uvloop()
+        chosen.append(System("uvloop", "taskrpc on uvloop", "taskrpc", here, False, uvloop=uvloop))
+    rq_celery = envs.ensure_venv(envs.RQ_CELERY)
+    arq = envs.ensure_venv(envs.ARQ)
+    chosen += [
+        System("rq", "RQ", "rq", rq_celery, peer=True),
+        System("arq", "arq", "arq", arq, peer=True, batches=False),
+        System("celery", "Celery", "celery", rq_celery, peer=True),
+    ]
+    wanted = set(args.systems or [s.key for s in chosen])
+    return [s for s in chosen if s.key in wanted]
+
+
+def rotated(items: list[System], by: int) -> Iterator[System]:
+    for index in range(len(items)):
+        yield items[(index + by) % len(items)]
+
+
+def measure(chosen: list[System], scale: Scale, redis_binary: str) -> Results:
+    results = Results()
+    for number in range(scale.rounds):
+        for system in rotated(chosen, number):
+            log(f"peers: round {number + 1}/{scale.rounds}: {system.label}")
+            start = time.monotonic()
+            if system.peer:
+                figures = measure_peer(system, scale, redis_binary)
+            else:
+                figures = measure_taskrpc(system, scale)
+            results.add(system, figures)
+            shown = ", ".join(f"{k} {v:,.2f}" for k, v in figures.items() if v is not None)
+            log(f"peers:   {time.monotonic() - start:.1f} s: {shown}")
+    return results
+
+
+def cell(values: list[float], digits: int) -> str:
+    if not values:
+        return "-"
+    middle = f"{statistics.median(values):,.{digits}f}".replace(",", " ")
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):,.{digits}f}..{max(values):,.{digits}f})".replace(",", " ")
+
+
+def ratio(ours: list[float], peers: dict[str, list[float]], row: Row) -> str:
+    """Our median ÷ the best peer's median, naming that peer; `-` if either is missing."""
+    medians = {name: statistics.median(values) for name, values in peers.items() if values}
+    if not ours or not medians:
+        return "-"
+    pick = max if row.higher_is_better else min
+    best = pick(medians, key=lambda name: medians[name])
+    return f"{statistics.median(ours) / medians[best]:.2f} ({best})"
+
+
+def table(chosen: list[System], results: Results) -> str:
+    """The Markdown table: one column per system (median and min..max), then our ratios."""
+    ours = [s for s in chosen if not s.peer]
+    peers = [s for s in chosen if s.peer]
+    header = ["row", *(s.label for s in chosen), *(f"{s.label} ÷ best peer" for s in ours)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in ROWS:
+        digits = 2 if row.key == "latency" else 0
+        cells = [cell(results.values(s, row), digits) for s in chosen]
+        by_peer = {s.label: results.values(s, row) for s in peers}
+        cells += [ratio(results.values(s, row), by_peer, row) for s in ours]
+        lines.append("| " + " | ".join([row.title, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({model}), load average {load}"
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (1 round)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3)")
+    parser.add_argument("--drain-jobs", type=int, help="jobs per drain (default 1000)")
+    parser.add_argument("--no-uvloop", action="store_true", help="skip the uvloop A/B column")
+    parser.add_argument("--no-journal", action="store_true", help="skip the journaled column")
+    keys = ["taskrpc", "journal", "uvloop", "rq", "arq", "celery"]
+    parser.add_argument("--systems", nargs="+", choices=keys, help="measure only these")
+    return parser.parse_args(argv)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl+C, so every process started here is stopped on the way out."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    scale = QUICK if args.quick else Scale()
+    if args.rounds:
+        scale = replace(scale, rounds=args.rounds)
+    if args.drain_jobs:
+        scale = replace(scale, drain_jobs=args.drain_jobs)
+    _stop_on_sigterm()
+    started = time.monotonic()
+    before = machine()
+    try:
+        redis_binary = envs.redis_server()
+        chosen = systems(args)
+        results = measure(chosen, scale, redis_binary)
+    except (SetupError, BenchError) as exc:
+        print(f"bench peers: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench peers: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    print(table(chosen, results))
+    print()
+    print(report(chosen, results, scale, before, time.monotonic() - started))
+    RESULTS.write_text(json.dumps({"scale": asdict(scale), "rounds": results.rounds}, indent=1))
+    return 0
+
+
+def report(
+    chosen: list[System], results: Results, scale: Scale, before: str, elapsed: float
+) -> str:
+    """The lines under the table: what ran, on what, and the figures that are not rows."""
+    rq_celery = envs.versions(envs.RQ_CELERY.python, ["rq", "celery", "kombu", "redis"])
+    arq = envs.versions(envs.ARQ.python, ["arq", "redis"])
+    redis = subprocess.run(
+        [envs.redis_server(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2:3]
+    lines = [
+        f"{scale.rounds} rounds, {scale.clients} client processes, windows of {scale.window:g} s, "
+        f"latency over {scale.latency_jobs} jobs, drains of {scale.drain_jobs} jobs; "
+        f"{elapsed:.0f} s in all.",
+        f"Machine: before {before}; after {machine()}. "
+        f"{platform.python_implementation()} {platform.python_version()}, redis-server "
+        f"{' '.join(redis)}, {rq_celery}; {arq}.",
+    ]
+    for system in chosen:
+        extra = []
+        for key in NOTES:
+            values = [f[key] for f in results.rounds.get(system.key, []) if f.get(key) is not None]
+            if values:
+                extra.append(f"{key} {statistics.median(values):,.3g}")
+        lines.append(f"{system.label}: {', '.join(extra)}")
+    return "\n".join(lines)
