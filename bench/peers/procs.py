@@ -8,12 +8,14 @@ Each is started on 127.0.0.1 only, and stopped (SIGTERM, then SIGKILL) by its `s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +26,7 @@ from bench.common import HOST, ROOT
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.py"
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a child gets when its parent dies
 START_TIMEOUT = 60.0  # seconds a process gets to be ready (10 Celery imports on 2 busy cores)
 
 
@@ -37,6 +40,13 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the bench itself is killed (-9)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def rss(pid: int) -> int:
@@ -64,6 +74,7 @@ class Process:
                 stdin=pipe,
                 stdout=pipe,
                 stderr=self._stderr,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             self._stderr.close()

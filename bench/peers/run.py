@@ -106,7 +106,7 @@ class Results:
     """Every figure of every round, per system and row, plus notes on how they were made."""
 
     rounds: dict[str, list[Figures]] = field(default_factory=dict)
-    notes: dict[str, list[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # one line per system and round that failed
 
     def add(self, system: System, figures: Figures) -> None:
         self.rounds.setdefault(system.key, []).append(figures)
@@ -304,10 +304,15 @@ def measure(chosen: list[System], scale: Scale, redis_binary: str) -> Results:
         for system in rotated(chosen, number):
             log(f"peers: round {number + 1}/{scale.rounds}: {system.label}")
             start = time.monotonic()
-            if system.peer:
-                figures = measure_peer(system, scale, redis_binary)
-            else:
-                figures = measure_taskrpc(system, scale)
+            try:
+                if system.peer:
+                    figures = measure_peer(system, scale, redis_binary)
+                else:
+                    figures = measure_taskrpc(system, scale)
+            except BenchError as exc:  # the other systems still get measured
+                log(f"peers:   FAILED: {exc}")
+                results.failures.append(f"{system.label}, round {number + 1}: {exc}")
+                continue
             results.add(system, figures)
             shown = ", ".join(f"{k} {v:,.2f}" for k, v in figures.items() if v is not None)
             log(f"peers:   {time.monotonic() - start:.1f} s: {shown}")
@@ -402,8 +407,10 @@ def main(argv: Sequence[str]) -> int:
     print(table(chosen, results))
     print()
     print(report(chosen, results, scale, before, time.monotonic() - started))
-    RESULTS.write_text(json.dumps({"scale": asdict(scale), "rounds": results.rounds}, indent=1))
-    return 0
+    RESULTS.write_text(json.dumps(asdict(results) | {"scale": asdict(scale)}, indent=1))
+    for failure in results.failures:
+        print(f"bench peers: FAILED: {failure}", file=sys.stderr)
+    return 1 if results.failures else 0
 
 
 def report(
