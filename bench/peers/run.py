@@ -38,6 +38,8 @@ RESULTS = envs.CACHE / "last-run.json"
 NOTES = [  # figures printed under the table, by system
     "status_server_us",
     "status_client_us",
+    "bare_status_server_us",
+    "bare_status_client_us",
     "enqueue_server_us",
     "enqueue_client_us",
     "batched_server_us",
@@ -72,6 +74,7 @@ class Row:
     key: str
     title: str
     higher_is_better: bool
+    peers_key: str = ""  # the peers' row to compare with, if not this one
 
 
 ROWS = [
@@ -81,6 +84,7 @@ ROWS = [
     Row("latency", "end-to-end latency, idle, p50 (ms)", False),
     Row("status", "status calls/s, same Python client", True),
     Row("memory", "bytes per queued job, all processes", False),
+    Row("bare_status", "status calls/s, taskrpc via bare http.client", True, "status"),
 ]
 
 
@@ -184,16 +188,24 @@ def worker_rows(
     (latency,) = drivers.ask(lambda _: command, 300, servers, only=1)
     command = {"op": "status", "id": latency["last_id"], "expect": DONE}
     status = window(drivers, command, "calls", scale, servers[:1])
+    figures: Figures = {"bare_status": None}
+    if not system.peer:  # the same server, asked through a bare http.client connection
+        bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
+        figures = {"bare_status": bare.rate} | cpu_notes("bare_status", bare)
     batch = scale.batch if system.batches else 1
     command = {"op": "drain", "text": TEXT, "count": scale.drain_jobs, "batch": batch}
     (drain,) = drivers.ask(lambda _: command | {"poll": scale.drain_poll}, 600, servers, only=1)
-    return {
-        "latency": statistics.median(latency["ms"]),
-        "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
-        "status": status.rate,
-        "drain": scale.drain_jobs / drain["elapsed"],
-        "drain_submit_share": drain["submitted"] / drain["elapsed"],
-    } | cpu_notes("status", status)
+    return (
+        {
+            "latency": statistics.median(latency["ms"]),
+            "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
+            "status": status.rate,
+            "drain": scale.drain_jobs / drain["elapsed"],
+            "drain_submit_share": drain["submitted"] / drain["elapsed"],
+        }
+        | cpu_notes("status", status)
+        | figures
+    )
 
 
 class Watched(Process):
@@ -347,7 +359,8 @@ def table(chosen: list[System], results: Results) -> str:
     for row in ROWS:
         digits = 2 if row.key == "latency" else 0
         cells = [cell(results.values(s, row), digits) for s in chosen]
-        by_peer = {s.label: results.values(s, row) for s in peers}
+        against = replace(row, key=row.peers_key) if row.peers_key else row
+        by_peer = {s.label: results.values(s, against) for s in peers}
         cells += [ratio(results.values(s, row), by_peer, row) for s in ours]
         lines.append("| " + " | ".join([row.title, *cells]) + " |")
     return "\n".join(lines)
