@@ -45,7 +45,6 @@ NOTES = [  # figures printed under the table, by system
     "batched_server_us",
     "batched_client_us",
     "latency_p90",
-    "drain_submit_share",
     "redis_used_memory",
     "queued",
 ]
@@ -85,6 +84,7 @@ ROWS = [
     Row("status", "status calls/s, same Python client", True),
     Row("memory", "bytes per queued job, all processes", False),
     Row("bare_status", "status calls/s, taskrpc via bare http.client", True, "status"),
+    Row("drain_info", "drain, taskrpc logging at info (jobs/s)", True, "drain"),
 ]
 
 
@@ -192,20 +192,24 @@ def worker_rows(
     if not system.peer:  # the same server, asked through a bare http.client connection
         bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
         figures = {"bare_status": bare.rate} | cpu_notes("bare_status", bare)
-    batch = scale.batch if system.batches else 1
-    command = {"op": "drain", "text": TEXT, "count": scale.drain_jobs, "batch": batch}
-    (drain,) = drivers.ask(lambda _: command | {"poll": scale.drain_poll}, 600, servers, only=1)
     return (
         {
             "latency": statistics.median(latency["ms"]),
             "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
             "status": status.rate,
-            "drain": scale.drain_jobs / drain["elapsed"],
-            "drain_submit_share": drain["submitted"] / drain["elapsed"],
+            "drain": drain(drivers, system, scale, servers),
         }
         | cpu_notes("status", status)
         | figures
     )
+
+
+def drain(drivers: Drivers, system: System, scale: Scale, servers: Sequence[Process]) -> float:
+    """Jobs per second from the first submit to the last job done, a worker running."""
+    batch = scale.batch if system.batches else 1
+    command = {"op": "drain", "text": TEXT, "count": scale.drain_jobs, "batch": batch}
+    (answer,) = drivers.ask(lambda _: command | {"poll": scale.drain_poll}, 600, servers, only=1)
+    return scale.drain_jobs / float(answer["elapsed"])
 
 
 class Watched(Process):
@@ -252,7 +256,13 @@ def measure_taskrpc(system: System, scale: Scale) -> Figures:
             figures = enqueue_rows(drivers, system, scale, server.server.rss, [server])
         with running(start_server(system, f"{folder}/b", "--time-scale", "0")) as server:
             drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
-            return figures | worker_rows(drivers, system, scale, [server])
+            figures |= worker_rows(drivers, system, scale, [server])
+        if system.key == "taskrpc":  # A/B: the drain at the default log level, info
+            flags = ("--time-scale", "0", "--log-level", "info")
+            with running(start_server(system, f"{folder}/c", *flags)) as server:
+                drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
+                figures["drain_info"] = drain(drivers, system, scale, [server])
+        return figures
 
 
 def measure_peer(system: System, scale: Scale, redis_binary: str) -> Figures:
@@ -283,17 +293,19 @@ def has_journal() -> bool:
 def systems(args: argparse.Namespace) -> list[System]:
     """The columns to measure, making each peer's venv on first use."""
     here = Path(sys.executable)
-    chosen = [System("taskrpc", "taskrpc", "taskrpc", here, peer=False)]
-    if not args.no_journal:
-        if has_journal():
-            journal = ("--db", "{folder}/journal.sqlite3")
-            label = "taskrpc journaled"
-            chosen.append(System("journal", label, "taskrpc", here, peer=False, flags=journal))
-        else:
-            log("peers: this taskrpc-server has no --db yet: no journaled column")
+    journal = has_journal()
+    # With a journal, the server keeps one by default (in the user's home): say memory only.
+    memory = ("--db", ":memory:") if journal else ()
+    chosen = [System("taskrpc", "taskrpc", "taskrpc", here, peer=False, flags=memory)]
+    if journal and not args.no_journal:
+        flags = ("--db", "{folder}/journal.sqlite3")
+        chosen.append(System("journal", "taskrpc journaled", "taskrpc", here, False, flags=flags))
+    elif not journal:
+        log("peers: this taskrpc-server has no --db yet: no journaled column")
     if not args.no_uvloop:
         uvloop = envs.ensure_uvloop()
-        chosen.append(System("uvloop", "taskrpc on uvloop", "taskrpc", here, False, uvloop=uvloop))
+        label = "taskrpc on uvloop"
+        chosen.append(System("uvloop", label, "taskrpc", here, False, memory, uvloop))
     rq_celery = envs.ensure_venv(envs.RQ_CELERY)
     arq = envs.ensure_venv(envs.ARQ)
     chosen += [
