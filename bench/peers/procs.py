@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.common import HOST, ROOT
+from bench.peers.server import PR_SET_PDEATHSIG
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.py"
-PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a child gets when its parent dies
 START_TIMEOUT = 60.0  # seconds a process gets to be ready (10 Celery imports on 2 busy cores)
 
 
@@ -45,8 +45,7 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     """In the child, before exec: on Linux, get SIGTERM if the bench itself is killed (-9)."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def rss(pid: int) -> int:

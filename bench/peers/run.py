@@ -230,16 +230,18 @@ class Watched(Process):
 def start_server(system: System, folder: str, *flags: str) -> Watched:
     """taskrpc-server on a free port at log level warning, with the system's flags and loop."""
     own = [flag.replace("{folder}", folder) for flag in system.flags]
-    if system.uvloop is None:
-        server = Server.taskrpc(*flags, *own)
-    else:
-        argv = [sys.executable, "-m", "bench.peers.uvloop_server", str(system.uvloop)]
-        argv += ["--host", HOST, "--port", "0", "--log-level", "warning", *flags, *own]
-        server = Server(argv, "taskrpc-server (uvloop)")
-        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
-        if "uvloop" not in maps:
-            server.stop()
-            raise BenchError("the uvloop server does not run uvloop (no uvloop in its maps)")
+    argv = [sys.executable, "-m", "bench.peers.server"]
+    if system.uvloop is not None:
+        argv += ["--uvloop", str(system.uvloop)]
+    argv += ["--host", HOST, "--port", "0", "--log-level", "warning", *flags, *own]
+    try:
+        server = Server(argv, f"{system.label} server")
+    except RuntimeError as exc:  # bench.common says why it did not start
+        raise BenchError(str(exc)) from exc
+    maps = Path(f"/proc/{server.process.pid}/maps")
+    if system.uvloop is not None and "uvloop" not in maps.read_text():
+        server.stop()
+        raise BenchError("the uvloop server does not run uvloop (no uvloop in its maps)")
     return Watched(server)
 
 
@@ -265,10 +267,21 @@ def measure_taskrpc(system: System, scale: Scale) -> Figures:
         return figures
 
 
+def start_redis(binary: str, tries: int = 3) -> RedisServer:
+    """A fresh redis-server; tried again if another process took its free port first."""
+    for attempt in range(1, tries + 1):
+        try:
+            return RedisServer(binary)
+        except BenchError as exc:
+            if attempt == tries or "in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 def measure_peer(system: System, scale: Scale, redis_binary: str) -> Figures:
     """Enqueue rows with no worker (redis holds the queue); then a worker for the rest."""
     with ExitStack() as stack:
-        redis = stack.enter_context(running(RedisServer(redis_binary)))
+        redis = stack.enter_context(running(start_redis(redis_binary)))
         drivers = Drivers(system.python, system.client, scale.clients)
         stack.callback(drivers.stop)
         drivers.ask(lambda _: {"op": "open", "port": redis.port}, 60, [redis])
@@ -305,7 +318,7 @@ def systems(args: argparse.Namespace) -> list[System]:
     if not args.no_uvloop:
         uvloop = envs.ensure_uvloop()
         label = "taskrpc on uvloop"
-        chosen.append(System("uvloop", label, "taskrpc", here, False, memory, uvloop))
+        chosen.append(System("uvloop", label, "taskrpc", here, False, flags=memory, uvloop=uvloop))
     rq_celery = envs.ensure_venv(envs.RQ_CELERY)
     arq = envs.ensure_venv(envs.ARQ)
     chosen += [
