@@ -52,6 +52,9 @@ class Adapter:
     async def status(self, job_id: str) -> str:
         raise NotImplementedError
 
+    async def bare_enqueue(self, text: str) -> Any:
+        raise Unsupported
+
     async def bare_status(self, job_id: str) -> str:
         raise Unsupported
 
@@ -112,14 +115,24 @@ class Taskrpc(Adapter):
     async def status(self, job_id: str) -> str:
         return str((await self.client.status(job_id))["status"])
 
-    async def bare_status(self, job_id: str) -> str:
-        """`status` through a bare keep-alive `http.client` connection: a lean client's cost."""
-        from backend.protocol import RPC_PATH, Method
+    def _bare(self, method: str, params: dict[str, Any]) -> Any:
+        """One call through a bare keep-alive `http.client` connection: a lean client's cost."""
+        from backend.protocol import RPC_PATH
 
-        call = {"jsonrpc": "2.0", "method": Method.STATUS.value, "params": {"id": job_id}, "id": 1}
+        call = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
         headers = {"Content-Type": "application/json"}
         self.bare.request("POST", RPC_PATH, json.dumps(call).encode(), headers)
-        return str(json.loads(self.bare.getresponse().read())["result"]["status"])
+        return json.loads(self.bare.getresponse().read())["result"]
+
+    async def bare_enqueue(self, text: str) -> Any:
+        from backend.protocol import Method
+
+        return self._bare(Method.SUBMIT.value, {"type": "reverse", "data": text})["id"]
+
+    async def bare_status(self, job_id: str) -> str:
+        from backend.protocol import Method
+
+        return str(self._bare(Method.STATUS.value, {"id": job_id})["status"])
 
     async def finished(self) -> int:
         from backend.protocol import JobStatus
@@ -266,12 +279,13 @@ async def _until(start_at: float) -> None:
 async def enqueue(adapter: Adapter, command: dict[str, Any]) -> dict[str, Any]:
     """Enqueue singles or batches until the window closes; count jobs from calls begun in it."""
     text, batch = command["text"], int(command["batch"])
+    single = adapter.bare_enqueue if command.get("bare") else adapter.enqueue
     await _until(command["start_at"])
     end = command["start_at"] + command["duration"]
     jobs = 0
     while time.time() < end:
         if batch == 1:
-            await adapter.enqueue(text)
+            await single(text)
         else:
             await adapter.enqueue_batch(text, batch)
         jobs += batch

@@ -40,6 +40,8 @@ NOTES = [  # figures printed under the table, by system
     "status_client_us",
     "bare_status_server_us",
     "bare_status_client_us",
+    "bare_enqueue_server_us",
+    "bare_enqueue_client_us",
     "enqueue_server_us",
     "enqueue_client_us",
     "batched_server_us",
@@ -83,6 +85,7 @@ ROWS = [
     Row("latency", "end-to-end latency, idle, p50 (ms)", False),
     Row("status", "status calls/s, same Python client", True),
     Row("memory", "bytes per queued job, all processes", False),
+    Row("bare_enqueue", "enqueue, single calls, taskrpc via bare http.client", True, "enqueue"),
     Row("bare_status", "status calls/s, taskrpc via bare http.client", True, "status"),
     Row("drain_info", "drain, taskrpc logging at info (jobs/s)", True, "drain"),
 ]
@@ -170,6 +173,10 @@ def enqueue_rows(
         batched = window(drivers, command | {"batch": scale.batch}, "jobs", scale, servers)
         figures |= {"batched": batched.rate} | cpu_notes("batched", batched)
         jobs += batched.count
+    if system.key == "taskrpc":  # A/B: the same server, through a bare http.client connection
+        bare = window(drivers, command | {"bare": True}, "jobs", scale, servers)
+        figures |= {"bare_enqueue": bare.rate} | cpu_notes("bare_enqueue", bare)
+        jobs += bare.count
     figures["memory"] = (memory() - before) / jobs
     figures["queued"] = jobs
     return figures
@@ -189,7 +196,7 @@ def worker_rows(
     command = {"op": "status", "id": latency["last_id"], "expect": DONE}
     status = window(drivers, command, "calls", scale, servers[:1])
     figures: Figures = {"bare_status": None}
-    if not system.peer:  # the same server, asked through a bare http.client connection
+    if system.key == "taskrpc":  # A/B: the same server, through a bare http.client connection
         bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
         figures = {"bare_status": bare.rate} | cpu_notes("bare_status", bare)
     return (
