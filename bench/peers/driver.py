@@ -164,7 +164,8 @@ class Rq(Adapter):
         from jobs_rq import reverse
         from rq import Queue
 
-        return self.queue.enqueue_many([Queue.prepare_data(reverse, (text,)) for _ in range(count)])
+        jobs = [Queue.prepare_data(reverse, (text,)) for _ in range(count)]
+        return list(self.queue.enqueue_many(jobs))
 
     def job_id(self, handle: Any) -> str:
         return str(handle.id)

@@ -40,7 +40,7 @@ class WorkerSettings:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    run_worker(WorkerSettings)
 
 
 if __name__ == "__main__":

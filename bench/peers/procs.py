@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from bench.common import HOST, ROOT
 from bench.peers.server import PR_SET_PDEATHSIG
@@ -28,6 +28,9 @@ from bench.peers.server import PR_SET_PDEATHSIG
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.py"
 START_TIMEOUT = 60.0  # seconds a process gets to be ready (10 Celery imports on 2 busy cores)
+
+
+P = TypeVar("P", bound="Process")
 
 
 class BenchError(Exception):
@@ -259,7 +262,8 @@ def _complete(reply: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def running(process: Process) -> Iterator[Process]:
+def running(process: P) -> Iterator[P]:
+    """The process, stopped on the way out of the `with` block whatever happens."""
     try:
         yield process
     finally:

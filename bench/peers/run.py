@@ -35,21 +35,7 @@ TEXT = "abcdefghij"  # every job's text: 10 characters, as in issue 13
 DONE = ["done", "finished", "complete", "success"]  # each system's word for a finished job
 PEER_WORKERS = {"rq": "jobs_rq.py", "arq": "jobs_arq.py", "celery": "jobs_celery.py"}
 RESULTS = envs.CACHE / "last-run.json"
-NOTES = [  # figures printed under the table, by system
-    "status_server_us",
-    "status_client_us",
-    "bare_status_server_us",
-    "bare_status_client_us",
-    "bare_enqueue_server_us",
-    "bare_enqueue_client_us",
-    "enqueue_server_us",
-    "enqueue_client_us",
-    "batched_server_us",
-    "batched_client_us",
-    "latency_p90",
-    "redis_used_memory",
-    "queued",
-]
+CPU_NOTES = ["enqueue", "batched", "bare_enqueue", "status", "bare_status"]  # see `notes`
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +153,7 @@ def enqueue_rows(
     before = memory()
     command: dict[str, Any] = {"op": "enqueue", "batch": 1, "text": TEXT}
     single = window(drivers, command, "jobs", scale, servers)
-    figures = {"enqueue": single.rate, "batched": None} | cpu_notes("enqueue", single)
+    figures: Figures = {"enqueue": single.rate, "batched": None} | cpu_notes("enqueue", single)
     jobs = single.count
     if system.batches:
         batched = window(drivers, command | {"batch": scale.batch}, "jobs", scale, servers)
@@ -198,7 +184,7 @@ def worker_rows(
     figures: Figures = {"bare_status": None}
     if system.key == "taskrpc":  # A/B: the same server, through a bare http.client connection
         bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
-        figures = {"bare_status": bare.rate} | cpu_notes("bare_status", bare)
+        figures = cpu_notes("bare_status", bare) | {"bare_status": bare.rate}
     return (
         {
             "latency": statistics.median(latency["ms"]),
@@ -475,11 +461,27 @@ def report(
         f"{platform.python_implementation()} {platform.python_version()}, redis-server "
         f"{' '.join(redis)}, {rq_celery}; {arq}.",
     ]
-    for system in chosen:
-        extra = []
-        for key in NOTES:
-            values = [f[key] for f in results.rounds.get(system.key, []) if f.get(key) is not None]
-            if values:
-                extra.append(f"{key} {statistics.median(values):,.3g}")
-        lines.append(f"{system.label}: {', '.join(extra)}")
+    lines += [notes(system, results) for system in chosen]
     return "\n".join(lines)
+
+
+def notes(system: System, results: Results) -> str:
+    """One line of a system's medians that are not rows: CPU per call on each side, and more."""
+
+    def median_of(key: str) -> float | None:
+        values = [v for f in results.rounds.get(system.key, []) if (v := f.get(key)) is not None]
+        return statistics.median(values) if values else None
+
+    cpu = []
+    for row in CPU_NOTES:
+        server, client = median_of(f"{row}_server_us"), median_of(f"{row}_client_us")
+        if server is not None and client is not None:
+            cpu.append(f"{row.replace('_', ' ')} {server:.0f} + {client:.0f}")
+    parts = [f"CPU µs per call (per job when batched), server + clients: {', '.join(cpu)}"]
+    if (p90 := median_of("latency_p90")) is not None:
+        parts.append(f"latency p90 {p90:.2f} ms")
+    if (used := median_of("redis_used_memory")) is not None:
+        parts.append(f"redis used_memory {used:.0f} B per job")
+    if (queued := median_of("queued")) is not None:
+        parts.append(f"{queued:,.0f} jobs queued for the memory row")
+    return f"- {system.label}: " + "; ".join(parts)

@@ -27,7 +27,7 @@ def main() -> int:
     if args[:1] == ["--uvloop"]:
         sys.path.insert(0, args[1])
         args = args[2:]
-        import uvloop
+        import uvloop  # type: ignore[import-not-found]  # in FOLDER, not in .venv
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from backend.main import main as server_main
