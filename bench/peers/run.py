@@ -461,8 +461,8 @@ def report(
         f"{platform.python_implementation()} {platform.python_version()}, redis-server "
         f"{' '.join(redis)}, {rq_celery}; {arq}.",
     ]
-    lines += [notes(system, results) for system in chosen]
-    return "\n".join(lines)
+    bullets = "\n".join(notes(system, results) for system in chosen)
+    return "\n\n".join([*lines, bullets])
 
 
 def notes(system: System, results: Results) -> str:
@@ -483,5 +483,5 @@ def notes(system: System, results: Results) -> str:
     if (used := median_of("redis_used_memory")) is not None:
         parts.append(f"redis used_memory {used:.0f} B per job")
     if (queued := median_of("queued")) is not None:
-        parts.append(f"{queued:,.0f} jobs queued for the memory row")
+        parts.append(f"{queued:,.0f} jobs queued for the memory row".replace(",", " "))
     return f"- {system.label}: " + "; ".join(parts)
