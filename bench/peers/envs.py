@@ -109,6 +109,8 @@ def redis_server() -> str:
 
 def versions(python: Path, packages: list[str]) -> str:
     """`name version` for each package as the given venv sees it (for the report)."""
+    if not python.exists():
+        return ""
     code = (
         "import importlib.metadata as m, sys\n"
         "print(', '.join(f'{p} {m.version(p)}' for p in sys.argv[1:]))"

@@ -35,6 +35,7 @@ TEXT = "abcdefghij"  # every job's text: 10 characters, as in issue 13
 DONE = ["done", "finished", "complete", "success"]  # each system's word for a finished job
 PEER_WORKERS = {"rq": "jobs_rq.py", "arq": "jobs_arq.py", "celery": "jobs_celery.py"}
 RESULTS = envs.CACHE / "last-run.json"
+KEYS = ["taskrpc", "journal", "uvloop", "rq", "arq", "celery"]  # as --systems names them
 CPU_NOTES = ["enqueue", "batched", "bare_enqueue", "status", "bare_status"]  # see `notes`
 
 
@@ -297,30 +298,32 @@ def has_journal() -> bool:
 
 
 def systems(args: argparse.Namespace) -> list[System]:
-    """The columns to measure, making each peer's venv on first use."""
+    """The columns to measure, making the venvs they need on first use."""
+    wanted = set(args.systems or KEYS)
     here = Path(sys.executable)
     journal = has_journal()
+    if not journal:
+        log("peers: this taskrpc-server has no --db yet: no journaled column")
     # With a journal, the server keeps one by default (in the user's home): say memory only.
     memory = ("--db", ":memory:") if journal else ()
-    chosen = [System("taskrpc", "taskrpc", "taskrpc", here, peer=False, flags=memory)]
-    if journal and not args.no_journal:
+    chosen = []
+    if "taskrpc" in wanted:
+        chosen.append(System("taskrpc", "taskrpc", "taskrpc", here, peer=False, flags=memory))
+    if "journal" in wanted and journal and not args.no_journal:
         flags = ("--db", "{folder}/journal.sqlite3")
         chosen.append(System("journal", "taskrpc journaled", "taskrpc", here, False, flags=flags))
-    elif not journal:
-        log("peers: this taskrpc-server has no --db yet: no journaled column")
-    if not args.no_uvloop:
+    if "uvloop" in wanted and not args.no_uvloop:
         uvloop = envs.ensure_uvloop()
         label = "taskrpc on uvloop"
         chosen.append(System("uvloop", label, "taskrpc", here, False, flags=memory, uvloop=uvloop))
-    rq_celery = envs.ensure_venv(envs.RQ_CELERY)
-    arq = envs.ensure_venv(envs.ARQ)
-    chosen += [
-        System("rq", "RQ", "rq", rq_celery, peer=True),
-        System("arq", "arq", "arq", arq, peer=True, batches=False),
-        System("celery", "Celery", "celery", rq_celery, peer=True),
-    ]
-    wanted = set(args.systems or [s.key for s in chosen])
-    return [s for s in chosen if s.key in wanted]
+    if "rq" in wanted:
+        chosen.append(System("rq", "RQ", "rq", envs.ensure_venv(envs.RQ_CELERY), peer=True))
+    if "arq" in wanted:
+        chosen.append(System("arq", "arq", "arq", envs.ensure_venv(envs.ARQ), True, False))
+    if "celery" in wanted:
+        python = envs.ensure_venv(envs.RQ_CELERY)
+        chosen.append(System("celery", "Celery", "celery", python, peer=True))
+    return chosen
 
 
 def rotated(items: list[System], by: int) -> Iterator[System]:
@@ -401,8 +404,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--drain-jobs", type=int, help="jobs per drain (default 1000)")
     parser.add_argument("--no-uvloop", action="store_true", help="skip the uvloop A/B column")
     parser.add_argument("--no-journal", action="store_true", help="skip the journaled column")
-    keys = ["taskrpc", "journal", "uvloop", "rq", "arq", "celery"]
-    parser.add_argument("--systems", nargs="+", choices=keys, help="measure only these")
+    parser.add_argument("--systems", nargs="+", choices=KEYS, help="measure only these")
     return parser.parse_args(argv)
 
 
@@ -459,7 +461,7 @@ def report(
         f"{elapsed:.0f} s in all.",
         f"Machine: before {before}; after {machine()}. "
         f"{platform.python_implementation()} {platform.python_version()}, redis-server "
-        f"{' '.join(redis)}, {rq_celery}; {arq}.",
+        f"{' '.join(redis)}; {'; '.join(v for v in (rq_celery, arq) if v)}.",
     ]
     bullets = "\n".join(notes(system, results) for system in chosen)
     return "\n\n".join([*lines, bullets])
