@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOST, Server, log
+from bench.common import HOST, Server, log, rpc_body, run_load
 from bench.peers import envs
 from bench.peers.envs import SetupError
 from bench.peers.procs import HERE, BenchError, Drivers, Process, RedisServer, running
@@ -35,6 +35,7 @@ TEXT = "abcdefghij"  # every job's text: 10 characters, as in issue 13
 DONE = ["done", "finished", "complete", "success"]  # each system's word for a finished job
 PEER_WORKERS = {"rq": "jobs_rq.py", "arq": "jobs_arq.py", "celery": "jobs_celery.py"}
 RESULTS = envs.CACHE / "last-run.json"
+AB = ("taskrpc", "uvloop")  # the systems that also get the A/B rows of other clients
 KEYS = ["taskrpc", "journal", "uvloop", "rq", "arq", "celery"]  # as --systems names them
 CPU_NOTES = ["enqueue", "batched", "bare_enqueue", "status", "bare_status"]  # see `notes`
 
@@ -45,9 +46,9 @@ class Scale:
 
     rounds: int = 3
     clients: int = 10  # client processes, each with one call in flight
-    window: float = 2.0  # seconds of each enqueue and status window
+    window: float = 1.5  # seconds of each enqueue and status window
     batch: int = 100  # jobs per batched enqueue
-    latency_jobs: int = 200  # one at a time, after `warmup` more
+    latency_jobs: int = 150  # one at a time, after `warmup` more
     warmup: int = 20
     drain_jobs: int = 1000
     latency_poll: float = 0.001  # arq's client polls for a result; how often, when timed
@@ -74,6 +75,7 @@ ROWS = [
     Row("memory", "bytes per queued job, all processes", False),
     Row("bare_enqueue", "enqueue, single calls, taskrpc via bare http.client", True, "enqueue"),
     Row("bare_status", "status calls/s, taskrpc via bare http.client", True, "status"),
+    Row("raw_status", "status calls/s, taskrpc via bench.load (raw HTTP)", True, "status"),
     Row("drain_info", "drain, taskrpc logging at info (jobs/s)", True, "drain"),
 ]
 
@@ -160,7 +162,7 @@ def enqueue_rows(
         batched = window(drivers, command | {"batch": scale.batch}, "jobs", scale, servers)
         figures |= {"batched": batched.rate} | cpu_notes("batched", batched)
         jobs += batched.count
-    if system.key == "taskrpc":  # A/B: the same server, through a bare http.client connection
+    if system.key in AB:  # the same server, through a bare http.client connection
         bare = window(drivers, command | {"bare": True}, "jobs", scale, servers)
         figures |= {"bare_enqueue": bare.rate} | cpu_notes("bare_enqueue", bare)
         jobs += bare.count
@@ -175,27 +177,27 @@ def cpu_notes(row: str, measured: Window) -> Figures:
 
 def worker_rows(
     drivers: Drivers, system: System, scale: Scale, servers: Sequence[Process]
-) -> Figures:
-    """Latency (one client, idle worker), status of a done job (all clients), drain (one)."""
+) -> tuple[Figures, str]:
+    """Latency (one client, idle worker), status of a done job (all clients), drain (one).
+
+    Also returns the id of that done job.
+    """
     command: dict[str, Any] = {"op": "latency", "text": TEXT, "poll": scale.latency_poll}
     command |= {"count": scale.latency_jobs, "warmup": scale.warmup}
     (latency,) = drivers.ask(lambda _: command, 300, servers, only=1)
     command = {"op": "status", "id": latency["last_id"], "expect": DONE}
     status = window(drivers, command, "calls", scale, servers[:1])
     figures: Figures = {"bare_status": None}
-    if system.key == "taskrpc":  # A/B: the same server, through a bare http.client connection
+    if system.key in AB:  # the same server, through a bare http.client connection
         bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
         figures = cpu_notes("bare_status", bare) | {"bare_status": bare.rate}
-    return (
-        {
-            "latency": statistics.median(latency["ms"]),
-            "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
-            "status": status.rate,
-            "drain": drain(drivers, system, scale, servers),
-        }
-        | cpu_notes("status", status)
-        | figures
-    )
+    figures |= {
+        "latency": statistics.median(latency["ms"]),
+        "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
+        "status": status.rate,
+        "drain": drain(drivers, system, scale, servers),
+    } | cpu_notes("status", status)
+    return figures, str(latency["last_id"])
 
 
 def drain(drivers: Drivers, system: System, scale: Scale, servers: Sequence[Process]) -> float:
@@ -252,13 +254,28 @@ def measure_taskrpc(system: System, scale: Scale) -> Figures:
             figures = enqueue_rows(drivers, system, scale, server.server.rss, [server])
         with running(start_server(system, f"{folder}/b", "--time-scale", "0")) as server:
             drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
-            figures |= worker_rows(drivers, system, scale, [server])
+            more, job_id = worker_rows(drivers, system, scale, [server])
+            figures |= more
+            if system.key in AB:
+                figures |= raw_status(server.server, job_id, scale)
         if system.key == "taskrpc":  # A/B: the drain at the default log level, info
             flags = ("--time-scale", "0", "--log-level", "info")
             with running(start_server(system, f"{folder}/c", *flags)) as server:
                 drivers.ask(lambda _: {"op": "open", "port": server.server.port}, 60, [server])
                 figures["drain_info"] = drain(drivers, system, scale, [server])
         return figures
+
+
+def raw_status(server: Server, job_id: str, scale: Scale) -> Figures:
+    """`status` from `bench.load`, a raw HTTP client far cheaper than the server: its capacity."""
+    body = rpc_body("status", {"id": job_id})
+    try:
+        load = run_load(server, body, connections=scale.clients, duration=scale.window)
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from exc
+    if load.errors:
+        raise BenchError(f"{load.errors} of the raw status calls failed")
+    return {"raw_status": load.rate, "raw_status_server_us": load.server_cpu_us}
 
 
 def start_redis(binary: str, tries: int = 3) -> RedisServer:
@@ -287,7 +304,8 @@ def measure_peer(system: System, scale: Scale, redis_binary: str) -> Figures:
         env = {"PEERS_REDIS_PORT": str(redis.port), "PYTHONPATH": str(HERE)}
         argv = [str(system.python), str(HERE / PEER_WORKERS[system.client])]
         worker = stack.enter_context(running(Process(argv, f"{system.label} worker", env)))
-        return figures | worker_rows(drivers, system, scale, [redis, worker])
+        more, _ = worker_rows(drivers, system, scale, [redis, worker])
+        return figures | more
 
 
 def has_journal() -> bool:
@@ -480,6 +498,8 @@ def notes(system: System, results: Results) -> str:
         if server is not None and client is not None:
             cpu.append(f"{row.replace('_', ' ')} {server:.0f} + {client:.0f}")
     parts = [f"CPU µs per call (per job when batched), server + clients: {', '.join(cpu)}"]
+    if (raw := median_of("raw_status_server_us")) is not None:
+        parts.append(f"server CPU per status call from bench.load {raw:.0f} µs")
     if (p90 := median_of("latency_p90")) is not None:
         parts.append(f"latency p90 {p90:.2f} ms")
     if (used := median_of("redis_used_memory")) is not None:
