@@ -225,6 +225,7 @@ class Watched(Process):
 
 def start_server(system: System, folder: str, *flags: str) -> Watched:
     """taskrpc-server on a free port at log level warning, with the system's flags and loop."""
+    Path(folder).mkdir(parents=True, exist_ok=True)  # for a journal file, say
     own = [flag.replace("{folder}", folder) for flag in system.flags]
     argv = [sys.executable, "-m", "bench.peers.server"]
     if system.uvloop is not None:
