@@ -52,10 +52,10 @@ class Adapter:
     async def status(self, job_id: str) -> str:
         raise NotImplementedError
 
-    async def bare_enqueue(self, text: str) -> Any:
+    async def aio_enqueue(self, text: str) -> Any:
         raise Unsupported
 
-    async def bare_status(self, job_id: str) -> str:
+    async def aio_status(self, job_id: str) -> str:
         raise Unsupported
 
     async def finished(self) -> int:
@@ -64,39 +64,39 @@ class Adapter:
 
 
 class Taskrpc(Adapter):
-    """The project's own async client (`cli.client.Client`); batches are one JSON-RPC array."""
+    """The project's Python API for scripts, `cli.sync.SyncClient` (stdlib `http.client`).
+
+    Batches are one JSON-RPC array of `submit` calls (built by `cli.rpc.Calls`) on a keep-alive
+    connection of their own; the A/B rows go through the dashboard's async client instead,
+    `cli.client.Client` (aiohttp).
+    """
 
     async def open(self, port: int) -> None:
-        import aiohttp
-
-        from backend.protocol import RPC_PATH
         from cli.client import Client
+        from cli.sync import SyncClient
 
-        self.url = f"http://{HOST}:{port}"
-        self.client = Client(self.url)
-        await self.client.__aenter__()
-        self.session = aiohttp.ClientSession()
-        self.endpoint = self.url + RPC_PATH
-        self.bare = http.client.HTTPConnection(HOST, port, timeout=WAIT_TIMEOUT)
+        url = f"http://{HOST}:{port}"
+        self.client = SyncClient(url)
+        self.aio = Client(url)
+        await self.aio.__aenter__()
+        self.batches = http.client.HTTPConnection(HOST, port, timeout=WAIT_TIMEOUT)
 
     async def close(self) -> None:
-        await self.client.__aexit__(None, None, None)
-        await self.session.close()
-        self.bare.close()
+        self.client.close()
+        await self.aio.__aexit__(None, None, None)
+        self.batches.close()
 
     async def enqueue(self, text: str) -> Any:
-        return (await self.client.submit("reverse", text))["id"]
+        return self.client.submit("reverse", text)["id"]
 
     async def enqueue_batch(self, text: str, count: int) -> list[Any]:
-        from backend.protocol import Method
+        from backend.protocol import RPC_PATH
+        from cli.rpc import Calls
 
-        params = {"type": "reverse", "data": text}
-        batch = [
-            {"jsonrpc": "2.0", "method": Method.SUBMIT.value, "params": params, "id": n}
-            for n in range(count)
-        ]
-        async with self.session.post(self.endpoint, json=batch) as reply:
-            answers = await reply.json()
+        batch = [Calls.submit("reverse", text).payload(n) for n in range(count)]
+        headers = {"Content-Type": "application/json"}
+        self.batches.request("POST", RPC_PATH, json.dumps(batch).encode(), headers)
+        answers = json.loads(self.batches.getresponse().read())
         if not isinstance(answers, list) or any("result" not in a for a in answers):
             raise RuntimeError(f"batched submit failed: {str(answers)[:300]}")
         return [a["result"]["id"] for a in sorted(answers, key=lambda a: a["id"])]
@@ -108,36 +108,23 @@ class Taskrpc(Adapter):
         from backend.protocol import JobStatus
 
         # One `wait` call: without a `seen` status it answers once the job has finished.
-        job = await self.client.wait(handle, timeout=WAIT_TIMEOUT)
+        job = self.client.wait(handle, timeout=WAIT_TIMEOUT)
         if job["status"] != JobStatus.DONE.value:
             raise RuntimeError(f"job {handle} ended {job['status']}: {job.get('error')}")
 
     async def status(self, job_id: str) -> str:
-        return str((await self.client.status(job_id))["status"])
+        return str(self.client.status(job_id)["status"])
 
-    def _bare(self, method: str, params: dict[str, Any]) -> Any:
-        """One call through a bare keep-alive `http.client` connection: a lean client's cost."""
-        from backend.protocol import RPC_PATH
+    async def aio_enqueue(self, text: str) -> Any:
+        return (await self.aio.submit("reverse", text))["id"]
 
-        call = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
-        headers = {"Content-Type": "application/json"}
-        self.bare.request("POST", RPC_PATH, json.dumps(call).encode(), headers)
-        return json.loads(self.bare.getresponse().read())["result"]
-
-    async def bare_enqueue(self, text: str) -> Any:
-        from backend.protocol import Method
-
-        return self._bare(Method.SUBMIT.value, {"type": "reverse", "data": text})["id"]
-
-    async def bare_status(self, job_id: str) -> str:
-        from backend.protocol import Method
-
-        return str(self._bare(Method.STATUS.value, {"id": job_id})["status"])
+    async def aio_status(self, job_id: str) -> str:
+        return str((await self.aio.status(job_id))["status"])
 
     async def finished(self) -> int:
         from backend.protocol import JobStatus
 
-        _, counts, _ = await self.client.jobs(limit=1)
+        _, counts, _ = self.client.jobs(limit=1)
         return int(counts.get(JobStatus.DONE.value, 0))
 
 
@@ -280,7 +267,7 @@ async def _until(start_at: float) -> None:
 async def enqueue(adapter: Adapter, command: dict[str, Any]) -> dict[str, Any]:
     """Enqueue singles or batches until the window closes; count jobs from calls begun in it."""
     text, batch = command["text"], int(command["batch"])
-    single = adapter.bare_enqueue if command.get("bare") else adapter.enqueue
+    single = adapter.aio_enqueue if command.get("aio") else adapter.enqueue
     await _until(command["start_at"])
     end = command["start_at"] + command["duration"]
     jobs = 0
@@ -310,7 +297,7 @@ async def latency(adapter: Adapter, command: dict[str, Any]) -> dict[str, Any]:
 async def status(adapter: Adapter, command: dict[str, Any]) -> dict[str, Any]:
     """Ask for one finished job's status again and again until the window closes."""
     job_id, expected = command["id"], command["expect"]
-    lookup = adapter.bare_status if command.get("bare") else adapter.status
+    lookup = adapter.aio_status if command.get("aio") else adapter.status
     await _until(command["start_at"])
     end = command["start_at"] + command["duration"]
     calls = 0

@@ -37,7 +37,7 @@ PEER_WORKERS = {"rq": "jobs_rq.py", "arq": "jobs_arq.py", "celery": "jobs_celery
 RESULTS = envs.CACHE / "last-run.json"
 AB = ("taskrpc", "uvloop")  # the systems that also get the A/B rows of other clients
 KEYS = ["taskrpc", "journal", "uvloop", "rq", "arq", "celery"]  # as --systems names them
-CPU_NOTES = ["enqueue", "batched", "bare_enqueue", "status", "bare_status"]  # see `notes`
+CPU_NOTES = ["enqueue", "batched", "aio_enqueue", "status", "aio_status"]  # see `notes`
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,8 @@ ROWS = [
     Row("latency", "end-to-end latency, idle, p50 (ms)", False),
     Row("status", "status calls/s, same Python client", True),
     Row("memory", "bytes per queued job, all processes", False),
-    Row("bare_enqueue", "enqueue, single calls, taskrpc via bare http.client", True, "enqueue"),
-    Row("bare_status", "status calls/s, taskrpc via bare http.client", True, "status"),
+    Row("aio_enqueue", "enqueue, single calls, taskrpc's async client", True, "enqueue"),
+    Row("aio_status", "status calls/s, taskrpc's async client", True, "status"),
     Row("raw_status", "status calls/s, taskrpc via bench.load (raw HTTP)", True, "status"),
     Row("drain_info", "drain, taskrpc logging at info (jobs/s)", True, "drain"),
 ]
@@ -162,10 +162,10 @@ def enqueue_rows(
         batched = window(drivers, command | {"batch": scale.batch}, "jobs", scale, servers)
         figures |= {"batched": batched.rate} | cpu_notes("batched", batched)
         jobs += batched.count
-    if system.key in AB:  # the same server, through a bare http.client connection
-        bare = window(drivers, command | {"bare": True}, "jobs", scale, servers)
-        figures |= {"bare_enqueue": bare.rate} | cpu_notes("bare_enqueue", bare)
-        jobs += bare.count
+    if system.key in AB:  # the same server, through the async client (aiohttp)
+        aio = window(drivers, command | {"aio": True}, "jobs", scale, servers)
+        figures |= {"aio_enqueue": aio.rate} | cpu_notes("aio_enqueue", aio)
+        jobs += aio.count
     figures["memory"] = (memory() - before) / jobs
     figures["queued"] = jobs
     return figures
@@ -187,10 +187,10 @@ def worker_rows(
     (latency,) = drivers.ask(lambda _: command, 300, servers, only=1)
     command = {"op": "status", "id": latency["last_id"], "expect": DONE}
     status = window(drivers, command, "calls", scale, servers[:1])
-    figures: Figures = {"bare_status": None}
-    if system.key in AB:  # the same server, through a bare http.client connection
-        bare = window(drivers, command | {"bare": True}, "calls", scale, servers[:1])
-        figures = cpu_notes("bare_status", bare) | {"bare_status": bare.rate}
+    figures: Figures = {"aio_status": None}
+    if system.key in AB:  # the same server, through the async client (aiohttp)
+        aio = window(drivers, command | {"aio": True}, "calls", scale, servers[:1])
+        figures = cpu_notes("aio_status", aio) | {"aio_status": aio.rate}
     figures |= {
         "latency": statistics.median(latency["ms"]),
         "latency_p90": sorted(latency["ms"])[int(len(latency["ms"]) * 0.9)],
