@@ -49,11 +49,11 @@ from backend.store import (
     JobViews,
     Limits,
     Listener,
-    changed_since,
     check_submission,
     iso,
     new_id,
 )
+from backend.waiters import Waiters
 
 logger = logging.getLogger("taskrpc.pgstore")
 store_logger = logging.getLogger("taskrpc.store")  # the job lines, as every store logs them
@@ -116,7 +116,7 @@ class PgStore(JobViews):
         self._queued_chars = 0  # characters of text of the queued jobs, for max_queued_chars
         self._running: Job | None = None
         # Waiters and listeners, as in the memory store.
-        self._changed = asyncio.Event()
+        self._waiters = Waiters()
         self._listeners: list[Listener] = []
         self._forgetters: list[Listener] = []
         self._closed = False
@@ -191,7 +191,7 @@ class PgStore(JobViews):
     def close(self) -> None:
         """Stop accepting waits and wake every waiter (the server is shutting down)."""
         self._closed = True
-        self._tell_waiters()
+        self._waiters.wake_all()
 
     async def shutdown(self) -> None:
         """After the worker stopped: put an interrupted job back, then let the lock go."""
@@ -261,26 +261,6 @@ class PgStore(JobViews):
                 job = self._by_seq.get(seqs[index])
                 if job is not None and (status is None or job.status is status):
                     yield job
-
-    async def wait(
-        self,
-        job: Job,
-        timeout: float,
-        seen_status: JobStatus | None = None,
-        seen_position: int | None = None,
-    ) -> Job:
-        """Return when the job finishes, when its status or position differs from the seen
-        ones, or when `timeout` passes; -32009 if the database is lost meanwhile."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._closed and not changed_since(
-                    job, seen_status, seen_position, self.position
-                ):
-                    self._require_available()
-                    await self._changed.wait()
-        except TimeoutError:
-            pass
-        return job
 
     # -- changing -------------------------------------------------------------------
 
@@ -529,7 +509,7 @@ class PgStore(JobViews):
                 " again" if again else "",
             )
         self._available = available
-        self._tell_waiters()
+        self._waiters.wake_all()  # lost: each wait answers -32009; back: each looks again
 
     # -- the mirror -----------------------------------------------------------------
 
@@ -619,32 +599,50 @@ class PgStore(JobViews):
 
     def _move(self, job: Job, status: JobStatus) -> None:
         """Change the job's status and every index that depends on it."""
-        self._leave(job)
+        # The head starting while nothing runs moves nobody: one queued job fewer ahead of
+        # each, one running job more.
+        starts = (
+            job.status is JobStatus.QUEUED
+            and status is JobStatus.RUNNING
+            and self._running is None
+            and self._by_status[JobStatus.QUEUED][:1] == [job.seq]
+        )
+        self._leave(job, moves=not starts)
         job.status = status
-        self._enter(job)
+        self._enter(job, moves=not starts)
 
-    def _enter(self, job: Job) -> None:
+    def _enter(self, job: Job, *, moves: bool = True) -> None:
+        """Index the job under its status; `moves`: wake the position watchers it moves."""
         insort(self._by_status[job.status], job.seq)
         self._counts[job.status] += 1
         if job.status is JobStatus.QUEUED:
             insort(self._queued_by_delay[job.delay], job.seq)
             self._queued_chars += len(job.data)
             self._work.set()
+            if moves:
+                self._waiters.wake_positions_behind(job.seq)  # one more ahead of those
         elif job.status is JobStatus.RUNNING:
             self._running = job
+            if moves:
+                self._waiters.wake_positions_behind(-1)  # a running job ahead of every one
         else:
             self._finished[job.id] = None
             self._kept_chars += len(job.result or "")
 
-    def _leave(self, job: Job) -> None:
+    def _leave(self, job: Job, *, moves: bool = True) -> None:
+        """Take the job out of its status's indexes; `moves`: as in `_enter`."""
         _remove(self._by_status[job.status], job.seq)
         self._counts[job.status] -= 1
         if job.status is JobStatus.QUEUED:
             _remove(self._queued_by_delay[job.delay], job.seq)
             self._queued_chars -= len(job.data)
+            if moves:
+                self._waiters.wake_positions_behind(job.seq)  # one fewer ahead of those
         elif job.status is JobStatus.RUNNING:
             if self._running is job:
                 self._running = None
+                if moves:
+                    self._waiters.wake_positions_behind(-1)  # every queued job moved up
         elif job.id in self._finished:
             del self._finished[job.id]
             self._kept_chars -= len(job.result or "")
@@ -693,15 +691,11 @@ class PgStore(JobViews):
             return None, job.started_at + job.delay
         return None, None
 
-    def _notify(self, job: Job) -> None:
-        self._tell_waiters()
-        self._call(self._listeners, job)
-
-    def _tell_waiters(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
     # -- the database ---------------------------------------------------------------
+
+    def _check_waitable(self) -> None:
+        """A wait on a lost database answers -32009 rather than a stale job."""
+        self._require_available()
 
     def _require_available(self) -> None:
         if not self._available:

@@ -216,6 +216,11 @@ class Store(Protocol):
         """True once `close` ran: waits return at once."""
         ...
 
+    @property
+    def waiting(self) -> int:
+        """How many `wait` calls are in progress (at most `limits.max_waiters`)."""
+        ...
+
     # -- asking
     def get(self, job_id: object) -> Job:
         """The job with this id, or `JobNotFound` (`InvalidParams` for a non-string)."""
@@ -325,11 +330,13 @@ class JobViews(abc.ABC):
     """The reads every store answers from the jobs in its memory, given `get` and `_outlook`
     (a cluster's store keeps a copy of the shared jobs, so it answers them the same way)."""
 
+    limits: Limits
     _running: Job | None
     _counts: Counter[JobStatus]
     _closed: bool
     _listeners: list[Listener]
     _forgetters: list[Listener]
+    _waiters: Waiters  # the `wait` calls in progress, filed by job (backend/waiters.py)
 
     @abc.abstractmethod
     def get(self, job_id: object) -> Job:
@@ -378,6 +385,64 @@ class JobViews(abc.ABC):
     def closed(self) -> bool:
         """True once `close` ran: waits return at once."""
         return self._closed
+
+    @property
+    def waiting(self) -> int:
+        """How many `wait` calls are in progress (at most `limits.max_waiters`)."""
+        return self._waiters.count
+
+    async def wait(
+        self,
+        job: Job,
+        timeout: float,
+        seen_status: JobStatus | None = None,
+        seen_position: int | None = None,
+    ) -> Job:
+        """Return when the job finishes, or when `timeout` passes.
+
+        With `seen_status` (and `seen_position`), return as soon as the job's status
+        or position differs from them: a caller passes what it last saw, so no change
+        between two calls can be missed. Past `max_waiters` waits in progress it raises
+        `ServerBusy` at once, before it waits at all. Each wait is filed under its job
+        (and, watching a position, its seq), so a change wakes only the waits it concerns.
+        """
+        if self._closed or self._changed_since(job, seen_status, seen_position):
+            return job
+        self._check_waitable()
+        if self._waiters.count >= self.limits.max_waiters:
+            raise ServerBusy(
+                f"server busy: {self.limits.max_waiters} waits are in progress, the server's "
+                "limit; the job is as shown, ask again later"
+            )
+        if timeout <= 0:
+            return job  # nothing to wait for, and no place taken from the waits that do
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._closed and not self._changed_since(job, seen_status, seen_position):
+                    self._check_waitable()
+                    seq = (
+                        job.seq
+                        if seen_position is not None and job.status is JobStatus.QUEUED
+                        else None
+                    )
+                    await self._waiters.wait(job.id, seq)
+        except TimeoutError:
+            pass
+        return job
+
+    def _check_waitable(self) -> None:
+        """Raise the error that stops a wait (a store whose storage is lost); none here."""
+        return
+
+    def _changed_since(
+        self, job: Job, seen_status: JobStatus | None, seen_position: int | None
+    ) -> bool:
+        return changed_since(job, seen_status, seen_position, self.position)
+
+    def _notify(self, job: Job) -> None:
+        """The job changed: wake its waits, then tell the listeners."""
+        self._waiters.wake(job.id)
+        self._call(self._listeners, job)
 
     def subscribe(self, listener: Listener, forget: Listener | None = None) -> Callable[[], None]:
         """Call `listener(job)` after every change, and `forget(job)` when a finished job is
@@ -536,38 +601,6 @@ class MemoryStore(JobViews):
             insort(self._holes[job.delay], job.seq, lo=self._skipped[job.delay])
         self._finish(job, JobStatus.CANCELLED, at)  # the worker hears it and stops a running job
 
-    async def wait(
-        self,
-        job: Job,
-        timeout: float,
-        seen_status: JobStatus | None = None,
-        seen_position: int | None = None,
-    ) -> Job:
-        """Return when the job finishes, or when `timeout` passes.
-
-        With `seen_status` (and `seen_position`), return as soon as the job's status
-        or position differs from them: a caller passes what it last saw, so no change
-        between two calls can be missed. Past `max_waiters` waits in progress it raises
-        `ServerBusy` at once, before it waits at all.
-        """
-        if self._closed or self._changed_since(job, seen_status, seen_position):
-            return job
-        if self._waiters.count >= self.limits.max_waiters:
-            raise ServerBusy(
-                f"server busy: {self.limits.max_waiters} waits are in progress, the server's "
-                "limit; the job is as shown, ask again later"
-            )
-        if timeout <= 0:
-            return job  # nothing to wait for, and no place taken from the waits that do
-        seq = job.seq if seen_position is not None and job.status is JobStatus.QUEUED else None
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._closed and not self._changed_since(job, seen_status, seen_position):
-                    await self._waiters.wait(job.id, seq)
-        except TimeoutError:
-            pass
-        return job
-
     async def take(self) -> Job:
         """For the worker: wait for the oldest queued job and mark it running."""
         job = await self._head()
@@ -720,11 +753,6 @@ class MemoryStore(JobViews):
             del seqs[:passed]
             self._skipped[delay] = 0
 
-    def _changed_since(
-        self, job: Job, seen_status: JobStatus | None, seen_position: int | None
-    ) -> bool:
-        return changed_since(job, seen_status, seen_position, self.position)
-
     def _remember(self, job: Job) -> None:
         """Keep the finished job, forgetting the oldest finished ones beyond the limits.
 
@@ -752,10 +780,6 @@ class MemoryStore(JobViews):
     def _forget(self, job: Job) -> None:
         """A finished job was dropped by the retention limits."""
         self._call(self._forgetters, job)
-
-    def _notify(self, job: Job) -> None:
-        self._waiters.wake(job.id)
-        self._call(self._listeners, job)
 
 
 def _seq(job: Job) -> int:

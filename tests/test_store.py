@@ -30,8 +30,10 @@ from backend.protocol import (
     JobStatus,
     QueueFull,
     ResultNotReady,
+    ServerBusy,
 )
 from backend.store import Job, Limits, MemoryStore, Store, iso, new_id
+from backend.waiters import Waiters
 from backend.worker import Worker
 from tests.conftest import FAST, until
 from tests.pg import Cluster, drop_database, new_database
@@ -270,6 +272,72 @@ async def test_close_wakes_waiters(store: Store) -> None:
     store.close()
     done, _ = await asyncio.wait(waiters, timeout=2)
     assert len(done) == 20
+
+
+async def test_waits_past_the_cap_get_server_busy(new_store: NewStore) -> None:
+    """Past max_waiters waits in progress a wait raises ServerBusy at once; a place freed
+    is taken again."""
+    jobs = await new_store(Limits(time_scale=FAST, max_waiters=3))
+    job = await jobs.submit(1, "a")  # no worker: it stays queued
+    held = [asyncio.create_task(jobs.wait(job, 60)) for _ in range(3)]
+    await until(lambda: jobs.waiting == 3, what="3 waits held")
+    with pytest.raises(ServerBusy, match="3 waits are in progress"):
+        await jobs.wait(job, 60)
+    held.pop().cancel()
+    await until(lambda: jobs.waiting == 2, what="a place freed")
+    held.append(asyncio.create_task(jobs.wait(job, 60)))
+    await until(lambda: jobs.waiting == 3, what="the place taken again")
+    jobs.close()
+    await asyncio.gather(*held)
+    assert jobs.waiting == 0
+
+
+@pytest.fixture
+def parks(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many times a wait parked (again) on each job id: a wake makes a wait park again."""
+    parked: Counter[str] = Counter()
+    real = Waiters.wait
+
+    async def spy(self: Waiters, job_id: str, seq: int | None = None) -> None:
+        parked[job_id] += 1
+        await real(self, job_id, seq)
+
+    monkeypatch.setattr(Waiters, "wait", spy)
+    return parked
+
+
+async def test_a_change_wakes_only_its_jobs_waits(new_store: NewStore, parks: Counter[str]) -> None:
+    """A change to one job wakes the waits on it, not the waits on other jobs."""
+    jobs = await new_store(Limits(time_scale=FAST))
+    other, changed = await jobs.submit(1, "a"), await jobs.submit(1, "b")  # no worker
+    on_other = [asyncio.create_task(jobs.wait(other, 60, JobStatus.QUEUED)) for _ in range(5)]
+    on_changed = asyncio.create_task(jobs.wait(changed, 60, JobStatus.QUEUED))
+    await until(lambda: jobs.waiting == 6, what="6 waits held")
+    await jobs.cancel(changed.id)
+    assert await asyncio.wait_for(on_changed, 10) is changed
+    assert parks[other.id] == 5, "a wait on another job was woken"
+    assert not any(task.done() for task in on_other)
+    jobs.close()
+    await asyncio.gather(*on_other)
+
+
+async def test_a_cancel_wakes_the_position_watchers_behind_it_only(
+    new_store: NewStore, parks: Counter[str]
+) -> None:
+    """Cancelling a queued job wakes the waits that watch the positions behind it, and
+    those only: the jobs before it did not move."""
+    jobs = await new_store(Limits(time_scale=FAST))
+    first, second, third = [await jobs.submit(1, text) for text in "abc"]  # no worker
+    assert (jobs.position(first), jobs.position(third)) == (0, 2)
+    ahead = asyncio.create_task(jobs.wait(first, 60, JobStatus.QUEUED, 0))
+    behind = asyncio.create_task(jobs.wait(third, 60, JobStatus.QUEUED, 2))
+    await until(lambda: jobs.waiting == 2, what="2 waits held")
+    await jobs.cancel(second.id)
+    assert await asyncio.wait_for(behind, 10) is third
+    assert jobs.position(third) == 1
+    assert parks[first.id] == 1, "the wait on a job before the cancelled one was woken"
+    jobs.close()
+    await ahead
 
 
 async def test_unknown_id(store: Store) -> None:

@@ -74,7 +74,7 @@ async def test_waits_past_max_waiters_get_server_busy_at_once(start_server: Star
     held = [
         asyncio.create_task(server.call("wait", {"id": job.id, "timeout": 30})) for _ in range(3)
     ]
-    await until(lambda: server.store._waiters.count == 3, what="3 waits held")
+    await until(lambda: server.store.waiting == 3, what="3 waits held")
     async with asyncio.timeout(5):
         answer = await server.call("wait", {"id": job.id, "timeout": 30})
     assert answer["error"]["code"] == ErrorCode.SERVER_BUSY
