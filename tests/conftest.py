@@ -24,9 +24,9 @@ from aiohttp import web
 from backend import app as server_app
 from backend.app import STORE
 from backend.settings import Settings
-from backend.store import MemoryStore
+from backend.store import MemoryStore, Store
 from cli.client import Client
-from tests.pg import pg_cluster, pg_url
+from tests.pg import Cluster, drop_database, new_database, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]  # fixtures for the tests that need PostgreSQL (tests/pg.py)
 
@@ -43,8 +43,15 @@ class Server:
     app: web.Application
 
     @property
-    def store(self) -> MemoryStore:
-        """The server's store; both single-server stores are a MemoryStore."""
+    def store(self) -> Store:
+        """The server's store, whichever kind: tests use it through the `Store` interface."""
+        store: Store = self.app[STORE]
+        return store
+
+    @property
+    def memory_store(self) -> MemoryStore:
+        """The store of a single server (both single-server stores are a MemoryStore), for
+        the tests that look inside it."""
         store = self.app[STORE]
         assert isinstance(store, MemoryStore)
         return store
@@ -97,6 +104,13 @@ def fresh_db() -> str:
 async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     """Start servers with settings of the test's choosing, each on a database file of its own
     (the default, journaled store) unless the test says `db=`; all stop at the end."""
+    async with servers(tmp_path) as start:
+        yield start
+
+
+@contextlib.asynccontextmanager
+async def servers(tmp_path: Path) -> AsyncIterator[StartServer]:
+    """What `start_server` gives: start servers, stop them all when the block ends."""
     runners: list[web.AppRunner] = []
 
     async def start(**overrides: Any) -> Server:
@@ -111,10 +125,23 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         await runner.cleanup()
 
 
-@pytest.fixture(params=["journaled", "memory"])
-async def server_on_each_store(request: pytest.FixtureRequest, start_server: StartServer) -> Server:
-    """A server on each store (the default journal, and memory only): one contract for both."""
-    return await start_server(**({"db": ":memory:"} if request.param == "memory" else {}))
+@pytest.fixture(params=["journaled", "memory", "postgres"])
+async def server_on_each_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Server]:
+    """A server on each store (the default journal, memory only, and a PostgreSQL database of
+    its own on the session's cluster): one contract for all three."""
+    cluster: Cluster | None = None
+    overrides: dict[str, Any] = {}
+    if request.param == "memory":
+        overrides["db"] = ":memory:"
+    elif request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        overrides["db"] = await new_database(cluster)
+    async with servers(tmp_path) as start:
+        yield await start(**overrides)
+    if cluster is not None:  # once the server stopped
+        await drop_database(cluster, overrides["db"])
 
 
 @pytest.fixture

@@ -92,9 +92,11 @@ async def test_5000_submits_from_100_clients_run_once_in_order(start_server: Sta
     async with Client(server.url) as client:
         for job_id in kept[-50:]:
             assert await client.result(job_id) == expected(*submitted[job_id])
-    assert list(server.store._jobs) == kept, "finished jobs beyond max_finished were not evicted"
-    assert not server.store._pending
-    assert not any(server.store._holes.values())
+    assert list(server.memory_store._jobs) == kept, (
+        "finished jobs beyond max_finished were not evicted"
+    )
+    assert not server.memory_store._pending
+    assert not any(server.memory_store._holes.values())
     assert server.store.counts() == {**dict.fromkeys(map(str, JobStatus), 0), "done": KEPT}
 
 
@@ -143,6 +145,6 @@ async def test_memory_returns_to_its_bound_once_finished_jobs_are_evicted(
         after = _backend_bytes()
     finally:
         tracemalloc.stop()
-    assert len(server.store._jobs) == bound
+    assert len(server.memory_store._jobs) == bound
     # Kept, 1 200 more jobs hold about 640 KiB; dict slack after churn is about 25 KiB.
     assert after - at_bound < 128 * 1024, (at_bound, after)

@@ -66,7 +66,7 @@ def assert_refused(status: int, answer: Any, server: Server, job_id: str, jobs_b
     assert SECRET not in text
     assert SECRET[::-1] not in text
     assert job_id not in text
-    assert len(server.store._jobs) == jobs_before
+    assert len(server.memory_store._jobs) == jobs_before
     assert server.store.get(job_id).status is JobStatus.DONE  # not cancelled
 
 
@@ -135,7 +135,7 @@ async def test_no_endpoint_answers_without_the_token(
         assert reply.headers["WWW-Authenticate"].startswith("Bearer")
     assert SECRET not in body
     assert job_id not in body
-    assert all(job not in body for job in server.store._jobs)
+    assert all(job not in body for job in server.memory_store._jobs)
 
 
 async def test_health_without_the_token_reveals_no_job(guarded: tuple[Server, str]) -> None:

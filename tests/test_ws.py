@@ -28,7 +28,7 @@ SLOW = 1000.0  # time scale at which no job finishes during a test
 
 @pytest.fixture
 def server(server_on_each_store: Server) -> Server:
-    """Every socket test runs on both single-server stores."""
+    """Every socket test runs on each store: memory, the journal, and PostgreSQL."""
     return server_on_each_store
 
 
