@@ -37,6 +37,8 @@ from backend import pgsql
 from backend.jobs import JOB_TYPES
 from backend.journal import Refused
 from backend.protocol import (
+    RUNNER,
+    STANDBY,
     AlreadyFinished,
     InvalidParams,
     JobNotFound,
@@ -67,9 +69,6 @@ STARTUP_TIMEOUT = 30.0  # seconds to load the jobs at start before giving up
 HEARTBEAT = 2.0  # seconds of silence on the notification connection before it is probed
 READ_MAX = 500  # notified jobs read in one query
 FORGOTTEN_KEPT = 10_000  # recently deleted ids remembered, so a late read cannot revive one
-
-RUNNER = "runner"
-STANDBY = "standby"
 
 _TYPES = {t.code: t for t in JOB_TYPES}
 _STATUSES = {s.value: s for s in JobStatus}

@@ -12,6 +12,9 @@ from typing import Any, TypedDict
 
 RPC_PATH = "/rpc"
 HEALTH_PATH = "/healthz"
+# A server on a shared PostgreSQL queue says in /healthz (`role`) whether it runs the jobs.
+RUNNER = "runner"
+STANDBY = "standby"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"

@@ -27,6 +27,7 @@ from aiohttp import WSCloseCode
 from jsonrpcclient import request
 
 from backend.protocol import (
+    HEALTH_PATH,
     RPC_PATH,
     WS_PATH,
     Changes,
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+HEALTH_TIMEOUT = 5.0  # seconds for GET /healthz, which answers without waiting on anything
 
 
 class Client:
@@ -183,6 +185,22 @@ class Client:
     async def types(self) -> TypeInfos:
         """The job types the server knows."""
         return await self.run(Calls.types())
+
+    async def health(self) -> dict[str, Any]:
+        """GET /healthz: with the token, the queue's length, what runs, and for a server on a
+        shared PostgreSQL queue its `role` and the `runner`'s URL."""
+        if self._session is None:
+            raise RuntimeError("use the client inside 'async with'")
+        try:
+            async with self._session.get(
+                self.url + HEALTH_PATH, timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)
+            ) as reply:
+                body = await reply.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise TransportError(
+                f"talking to {self.url} failed: {exc or type(exc).__name__}"
+            ) from exc
+        return body if isinstance(body, dict) else {}
 
     def subscribe(self, limit: int = 1000) -> Subscription:
         """Live job changes over the WebSocket: `async with client.subscribe() as feed:`."""

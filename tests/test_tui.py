@@ -324,3 +324,22 @@ async def test_new_job_without_a_server_says_so_at_once(start_server: StartServe
             await pilot.pause()
             assert not isinstance(app.screen, SubmitScreen)
             assert any("no server" in str(note.message) for note in app._notifications)
+
+
+async def test_the_header_names_the_runner_of_a_cluster(
+    pg_url: str, start_server: StartServer
+) -> None:
+    """On a shared PostgreSQL queue the header says which server runs the jobs: the runner
+    says it is, a standby names the runner's URL."""
+    runner = await start_server(db=pg_url)
+    standby = await start_server(db=pg_url)
+    await shows_in_header(runner.url, f"{runner.url} · the runner")
+    await shows_in_header(standby.url, f"{standby.url} · standby, the runner is {runner.url}")
+
+
+async def shows_in_header(url: str, header: str) -> None:
+    """The dashboard connected to `url` comes to show `header` under its title."""
+    async with Client(url) as client:
+        app = Dashboard(client)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, lambda: app.sub_title == header, f"{header!r} in the header")

@@ -122,6 +122,9 @@ class FakeBackend:
     async def types(self) -> list[dict[str, Any]]:
         return TYPES
 
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
     def subscribe(self, limit: int = 1000) -> Subscription:
         raise AssertionError("snapshot tests do not connect")
 

@@ -28,11 +28,12 @@ from tui.confirm import ConfirmScreen
 from tui.help import HelpScreen
 from tui.jobs import MAX_ROWS, JobsScreen
 from tui.model import Jobs
-from tui.status import Link
+from tui.status import Link, server_title
 from tui.submit import SHORT
 
 BACKOFF_FIRST = 0.25  # seconds before the first reconnect attempt, doubled each time…
 BACKOFF_CAP = 3.0  # …up to this
+CLUSTER_EVERY = 2.0  # seconds between looks at which server of a cluster runs the jobs
 
 
 class Dashboard(App[None]):
@@ -77,6 +78,7 @@ class Dashboard(App[None]):
         self.sub_title = visible(self.backend.url)
         if self.connect:
             self.follow_server()
+            self.set_interval(CLUSTER_EVERY, self.show_runner)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):
@@ -101,6 +103,7 @@ class Dashboard(App[None]):
                     assert feed.snapshot is not None
                     screen.types = await self.backend.types()
                     self.set_link(Link.CONNECTED)
+                    self.show_runner()
                     screen.apply_snapshot(feed.snapshot)
                     async for event in feed:
                         if "removed" in event:
@@ -115,6 +118,18 @@ class Dashboard(App[None]):
                 self.attempt += 1
                 self.set_link(Link.RECONNECTING, str(exc) or type(exc).__name__)
                 await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self.attempt - 1)))
+
+    @work(exclusive=True, group="runner", exit_on_error=False)
+    async def show_runner(self) -> None:
+        """Say in the header which server runs the jobs, when the server is one of a cluster
+        (its /healthz names its role and the runner; a failover changes them)."""
+        if self.link is not Link.CONNECTED:
+            return
+        try:
+            health = await self.backend.health()
+        except (TransportError, OSError):
+            return  # the feed notices a lost server and says so
+        self.sub_title = server_title(self.backend.url, health)
 
     def set_link(self, link: Link, reason: str = "") -> None:
         """Record the connection state; the status bar keeps the reason while it is down."""

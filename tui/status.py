@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import Any
 
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from backend.display import visible
-from backend.protocol import JobStatus
+from backend.protocol import RUNNER, STANDBY, JobStatus
 from tui import model
 
 
@@ -125,6 +126,19 @@ def _cut(line: Text, width: int) -> Text:
 
 def _hhmmss(when: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(when or 0))
+
+
+def server_title(url: str, health: dict[str, Any]) -> str:
+    """The header's subtitle: the server's URL and, for a server on a shared PostgreSQL queue,
+    which server runs the jobs: `http://b:8000 · standby, the runner is http://a:8000`."""
+    role = health.get("role")
+    if role == RUNNER:
+        return visible(f"{url} · the runner")
+    if role == STANDBY:
+        runner = health.get("runner")
+        who = f"the runner is {runner}" if isinstance(runner, str) else "no runner yet"
+        return visible(f"{url} · standby, {who}")
+    return visible(url)
 
 
 def title(
