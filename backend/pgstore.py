@@ -113,6 +113,10 @@ class PgStore(JobViews):
         self._counts: Counter[JobStatus] = Counter()
         self._kept_chars = 0
         self._queued_chars = 0  # characters of text of the queued jobs, for max_queued_chars
+        # Submits of this server on their way to a commit, not in the mirror yet (id: length
+        # of text): the queue limits count them, so a batch cannot overshoot them.
+        self._adding: dict[str, int] = {}
+        self._adding_chars = 0
         self._running: Job | None = None
         # Waiters and listeners, as in the memory store.
         self._waiters = Waiters()
@@ -267,18 +271,23 @@ class PgStore(JobViews):
         """Queue a job once it is committed; submits that arrive together share a commit."""
         job_type, text = check_submission(self.limits, type_key, data)
         self._require_available()
-        if self.queued >= self.limits.max_queued:
+        if self.queued + len(self._adding) >= self.limits.max_queued:
             raise QueueFull(
                 f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
             )
-        if self._queued_chars + len(text) > self.limits.max_queued_chars:
+        if self._queued_chars + self._adding_chars + len(text) > self.limits.max_queued_chars:
             raise QueueFull(
                 f"the queue is full ({self._queued_chars} characters of text waiting, the "
                 f"limit is {self.limits.max_queued_chars}); try again later"
             )
         delay = round(job_type.delay * self.limits.time_scale, 6)
-        # A client that leaves cancels only its wait: the commit goes on.
-        row = await self._submits.add((new_id(), job_type.code, text, delay))
+        job_id = new_id()
+        self._adding[job_id] = len(text)
+        self._adding_chars += len(text)
+        try:  # a client that leaves cancels only its wait: the commit goes on
+            row = await self._submits.add((job_id, job_type.code, text, delay))
+        finally:
+            self._added(job_id)
         job = None if row is None else self._apply(row)
         if job is None:
             raise AssertionError("unreachable: a job just inserted is in the database")
@@ -558,6 +567,7 @@ class PgStore(JobViews):
             finished_iso=iso(finished),
             attempts=row["attempts"],
         )
+        self._added(job.id)  # its notification may come before its commit's answer
         self._jobs[job.id] = job
         self._versions[job.id] = row["version"]
         self._by_seq[job.seq] = job
@@ -566,6 +576,10 @@ class PgStore(JobViews):
         self._log_change(job, None)
         self._notify(job)
         return job
+
+    def _added(self, job_id: str) -> None:
+        """A submit of this server is in the mirror now, or failed: the limits stop counting it."""
+        self._adding_chars -= self._adding.pop(job_id, 0)
 
     def _log_change(self, job: Job, was: JobStatus | None) -> None:
         """One line per change, as a single server logs them (every server logs every job)."""

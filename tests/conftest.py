@@ -126,22 +126,32 @@ async def servers(tmp_path: Path) -> AsyncIterator[StartServer]:
 
 
 @pytest.fixture(params=["journaled", "memory", "postgres"])
-async def server_on_each_store(
+async def start_on_each_store(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Server]:
-    """A server on each store (the default journal, memory only, and a PostgreSQL database of
-    its own on the session's cluster): one contract for all three."""
+) -> AsyncIterator[StartServer]:
+    """`start_server` on each store: the default journal, memory only, and a PostgreSQL
+    database of its own on the session's cluster (the servers one test starts share it)."""
     cluster: Cluster | None = None
-    overrides: dict[str, Any] = {}
+    store: dict[str, Any] = {}
     if request.param == "memory":
-        overrides["db"] = ":memory:"
+        store["db"] = ":memory:"
     elif request.param == "postgres":
         cluster = request.getfixturevalue("pg_cluster")
-        overrides["db"] = await new_database(cluster)
+        store["db"] = await new_database(cluster)
     async with servers(tmp_path) as start:
-        yield await start(**overrides)
-    if cluster is not None:  # once the server stopped
-        await drop_database(cluster, overrides["db"])
+
+        async def start_on(**overrides: Any) -> Server:
+            return await start(**store, **overrides)
+
+        yield start_on
+    if cluster is not None:  # once the servers stopped
+        await drop_database(cluster, store["db"])
+
+
+@pytest.fixture
+async def server_on_each_store(start_on_each_store: StartServer) -> Server:
+    """A server on each store: one contract for all three."""
+    return await start_on_each_store()
 
 
 @pytest.fixture

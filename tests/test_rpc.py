@@ -252,9 +252,9 @@ async def test_job_not_found(server: Server) -> None:
     assert "no job with id 'nope'" in response["error"]["message"]
 
 
-async def test_result_not_ready(start_server: StartServer) -> None:
+async def test_result_not_ready(start_on_each_store: StartServer) -> None:
     """-32002 while the job is queued or running; data carries the status."""
-    server = await start_server(time_scale=1.0)
+    server = await start_on_each_store(time_scale=1.0)
     first = (await server.call("submit", [3, "x"]))["result"]["id"]
     second = (await server.call("submit", [3, "x"]))["result"]["id"]
     await until(lambda: server.store.get(first).status is JobStatus.RUNNING)
@@ -281,17 +281,17 @@ async def test_job_failed(server: Server, monkeypatch: pytest.MonkeyPatch) -> No
     assert response["error"]["data"] == {"error": "ValueError: no can do"}
 
 
-async def test_job_cancelled(start_server: StartServer) -> None:
+async def test_job_cancelled(start_on_each_store: StartServer) -> None:
     """-32004 for the result of a cancelled job."""
-    server = await start_server(time_scale=100.0)
+    server = await start_on_each_store(time_scale=100.0)
     job_id = (await server.call("submit", [1, "x"]))["result"]["id"]
     assert (await server.call("cancel", [job_id]))["result"]["status"] == "cancelled"
     assert error_code(await server.call("result", [job_id])) == -32004
 
 
-async def test_queue_full(start_server: StartServer) -> None:
+async def test_queue_full(start_on_each_store: StartServer) -> None:
     """-32005 once max_queued jobs wait; the message says so."""
-    server = await start_server(time_scale=1.0, max_queued=1)
+    server = await start_on_each_store(time_scale=1.0, max_queued=1)
     await server.call("submit", [3, "x"])
     await until(lambda: server.store.running is not None)
     assert "result" in await server.call("submit", [3, "x"])
@@ -435,9 +435,9 @@ async def test_batch_limit(start_server: StartServer) -> None:
     assert status == 204
 
 
-async def test_wait_is_capped_by_max_wait(start_server: StartServer) -> None:
+async def test_wait_is_capped_by_max_wait(start_on_each_store: StartServer) -> None:
     """A wait longer than max_wait (or the default 30 s) returns at max_wait, without an error."""
-    server = await start_server(time_scale=1000.0, max_wait=0.2)
+    server = await start_on_each_store(time_scale=1000.0, max_wait=0.2)
     job_id = (await server.call("submit", [1, "a"]))["result"]["id"]
     for params in ({"id": job_id, "timeout": 60}, {"id": job_id}):
         answer = await server.call("wait", params)
@@ -498,16 +498,15 @@ def test_quick_signature_binds_as_inspect_does(
     assert bound(quick, *args, **kwargs) == bound(plain, *args, **kwargs)
 
 
-@pytest.mark.parametrize("db", [None, ":memory:"], ids=["journaled", "memory"])
 @pytest.mark.parametrize(
     "limit", [{"max_queued": 3}, {"max_queued_chars": 6}], ids=["jobs", "characters"]
 )
 async def test_a_batch_cannot_overshoot_max_queued(
-    start_server: StartServer, db: str | None, limit: dict[str, int]
+    start_on_each_store: StartServer, limit: dict[str, int]
 ) -> None:
     """A batch of 5 submits with room for 3 (3 jobs, or 6 characters of 2-character texts):
     exactly 3 are accepted, 2 get -32005."""
-    server = await start_server(time_scale=1000.0, **limit, **({"db": db} if db else {}))
+    server = await start_on_each_store(time_scale=1000.0, **limit)
     batch = [
         {"jsonrpc": "2.0", "method": "submit", "params": ["swap", f"n{n}"], "id": n}
         for n in range(5)

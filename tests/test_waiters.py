@@ -67,10 +67,13 @@ def _wait(job_id: str, timeout: float = 30) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": "wait", "params": {"id": job_id, "timeout": timeout}}
 
 
-async def test_waits_past_max_waiters_get_server_busy_at_once(start_server: StartServer) -> None:
+async def test_waits_past_max_waiters_get_server_busy_at_once(
+    start_on_each_store: StartServer,
+) -> None:
     """Past max_waiters waits in progress, a wait answers at once: -32008 with the job as data."""
-    server = await start_server(time_scale=SLOW, max_waiters=3)
+    server = await start_on_each_store(time_scale=SLOW, max_waiters=3)
     job = await server.store.submit("reverse", "x")
+    await until(lambda: job.status is JobStatus.RUNNING, what="the job to run")
     held = [
         asyncio.create_task(server.call("wait", {"id": job.id, "timeout": 30})) for _ in range(3)
     ]
@@ -85,9 +88,9 @@ async def test_waits_past_max_waiters_get_server_busy_at_once(start_server: Star
         assert done["result"]["status"] == JobStatus.CANCELLED
 
 
-async def test_the_characters_of_queued_texts_are_bounded(start_server: StartServer) -> None:
+async def test_the_characters_of_queued_texts_are_bounded(start_on_each_store: StartServer) -> None:
     """Past max_queued_chars of waiting text, a submit is refused as queue full."""
-    server = await start_server(time_scale=SLOW, max_queued_chars=25)
+    server = await start_on_each_store(time_scale=SLOW, max_queued_chars=25)
     await server.store.submit("reverse", "x" * 10)
     await until(lambda: server.store.running is not None, what="the first job to run")
     for _ in range(2):

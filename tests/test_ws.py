@@ -90,9 +90,11 @@ async def test_subscribe_gives_a_snapshot_then_changes_in_order(server: Server) 
         assert statuses == [s for s in order if s in statuses]  # never backwards
 
 
-async def test_a_burst_is_coalesced_into_few_notifications(start_server: StartServer) -> None:
+async def test_a_burst_is_coalesced_into_few_notifications(
+    start_on_each_store: StartServer,
+) -> None:
     """500 submits in a burst reach a subscriber as a handful of notifications, not 500."""
-    server = await start_server(time_scale=SLOW)
+    server = await start_on_each_store(time_scale=SLOW)
     async with Client(server.url) as client, client.subscribe() as feed:
         burst = [server.store.submit("swap", f"text {n}") for n in range(500)]
         ids = {job.id for job in await asyncio.gather(*burst)}
@@ -238,9 +240,9 @@ async def test_socket_header_follows_the_http_rule(start_server: StartServer) ->
         assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED
 
 
-async def test_forgotten_jobs_are_reported_removed(start_server: StartServer) -> None:
+async def test_forgotten_jobs_are_reported_removed(start_on_each_store: StartServer) -> None:
     """When the server forgets finished jobs (max_finished), subscribers are told to drop them."""
-    server = await start_server(time_scale=0.0, max_finished=2)
+    server = await start_on_each_store(time_scale=0.0, max_finished=2)
     async with Client(server.url) as client, client.subscribe() as feed:
         jobs = [await server.store.submit("reverse", str(n)) for n in range(5)]
         removed: set[str] = set()
