@@ -408,6 +408,20 @@ async def test_quitting_local_with_jobs_queued_asks_first(utc: None) -> None:
         assert app.return_code == 0
 
 
+async def test_quitting_local_with_a_journal_says_the_jobs_resume(utc: None) -> None:
+    """With `--local` keeping jobs in a file, the quit question says they resume, not lost."""
+    app = Dashboard(
+        fixed.FakeBackend(), connect=False, clock=lambda: fixed.NOW, local=True, kept=True
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded_fixed(pilot)
+        await pilot.press("q")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        question = str(app.screen.query_one("#question", Static).render())
+        assert "3 queued or running jobs stop now and resume at the next start" in question
+        assert "lost" not in question
+
+
 # -- 8. text cells, the id, the job type, big results ----------------------------------
 
 

@@ -59,11 +59,13 @@ class Dashboard(App[None]):
         clock: Callable[[], float] = time.time,
         max_rows: int = MAX_ROWS,
         local: bool = False,
+        kept: bool = False,
     ) -> None:
         super().__init__()
         self.backend = backend
         self.connect = connect
-        self.local = local  # the server runs in this process: quitting ends its jobs
+        self.local = local  # the server runs in this process: quitting stops its jobs
+        self.kept = kept  # ...and keeps them in a file: they resume at the next start
         self.jobs_screen = JobsScreen(backend, clock, max_rows)
 
     def get_default_screen(self) -> Screen[Any]:
@@ -188,10 +190,9 @@ class Dashboard(App[None]):
         counts = self.jobs.counts
         pending = counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.RUNNING, 0)
         if self.local and pending and not isinstance(self.screen, ConfirmScreen):
-            question = (
-                f"Quit? The server runs in this dashboard: its {pending} queued or running "
-                "jobs will be lost."
-            )
+            jobs = f"{pending} queued or running job{'' if pending == 1 else 's'}"
+            fate = "stop now and resume at the next start" if self.kept else "will be lost"
+            question = f"Quit? The server runs in this dashboard: its {jobs} {fate}."
             if not await self.push_screen_wait(ConfirmScreen(question, "Yes, quit (y)")):
                 return
         self.exit()

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(
     url: str, token: str | None, *, local: bool, time_scale: float, db: str | None
 ) -> None:
+    from backend.journal import MEMORY
     from cli.client import Client
     from tui.app import Dashboard
 
@@ -60,7 +61,7 @@ async def _run(
             token = None
         client = await stack.enter_async_context(Client(url, token))
         await check_token(client)
-        await Dashboard(client, local=local).run_async()
+        await Dashboard(client, local=local, kept=db != MEMORY).run_async()
 
 
 async def check_token(client: Client) -> None:
