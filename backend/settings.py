@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from backend import __version__
 from backend.protocol import DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX
@@ -244,8 +245,19 @@ def _convert(kind: object, text: str) -> object:
     return text
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line, not a usage block then the error.
+
+    The usage block is some twenty lines of every option: the reason, last, scrolls past.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}; see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="taskrpc-server",
         description="Run the taskrpc job server: JSON-RPC 2.0 over HTTP, one job at a time.",
         epilog=(

@@ -98,3 +98,23 @@ def test_token_on_the_command_line_is_noticed() -> None:
     assert token_on_command_line(["--port", "0", "--token", "x"])
     assert token_on_command_line(["--token=x"])
     assert not token_on_command_line(["--token-file", "/dev/null", "--port", "0"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--port", "x"], "argument --port: invalid int value: 'x'"),
+        (["--host", "0.0.0.0"], "refusing to listen on '0.0.0.0' without a token"),
+    ],
+)
+def test_a_bad_option_is_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option or setting exits 2 with one line naming it, not the usage block."""
+    with pytest.raises(SystemExit) as exited:
+        Settings.from_args(argv, environ={})
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"taskrpc-server: {says}")
+    assert err.endswith("; see 'taskrpc-server --help'\n")
+    assert err.count("\n") == 1
