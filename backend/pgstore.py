@@ -531,7 +531,7 @@ class PgStore(JobViews):
         if row["version"] <= self._versions[job_id]:
             return job
         self._versions[job_id] = row["version"]
-        job.attempts = row["attempts"]
+        attempts, job.attempts = job.attempts, row["attempts"]
         status = JobStatus(row["status"])
         job.started_at = row["started_at"]
         job.started_iso = iso(job.started_at)
@@ -542,6 +542,8 @@ class PgStore(JobViews):
             was = job.status
             self._move(job, status)
             self._log_change(job, was)
+        elif status is JobStatus.RUNNING and job.attempts != attempts:
+            self._log_change(job, status)  # a new runner took the interrupted job over: a rerun
         self._notify(job)
         return job
 
