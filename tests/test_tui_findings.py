@@ -543,7 +543,7 @@ async def open_details(pilot: Pilot[None], app: Dashboard) -> None:
 
 
 async def test_details_show_local_times_and_units_and_r_shows_the_json(utc: None) -> None:
-    """Local times and `2 s`, not ISO UTC and a bare 2.0; `r` shows the raw JSON."""
+    """Local times, `2 s` and the attempts, not ISO UTC and a bare 2.0; `r` shows the JSON."""
     app = fixed.dashboard()
     async with app.run_test(size=SIZE) as pilot:
         await loaded_fixed(pilot)
@@ -551,6 +551,7 @@ async def test_details_show_local_times_and_units_and_r_shows_the_json(utc: None
         shown = screen_text(app)
         assert "2027-01-01 12:00:01 (29s ago)" in shown
         assert "delay  2 s" in shown
+        assert "attempts  1" in shown  # every field of the job object, the rerun count too
         assert "T12:00:01" not in shown
         await pilot.press("r")
         await pilot.pause()

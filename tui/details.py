@@ -147,8 +147,8 @@ class DetailScreen(Screen[None]):
         self.notify(f"copied {visible(self.job_id)}")
 
 
-FIELDS: tuple[str, ...] = ("id", "type", "status", "position", "delay", "submitted_at")
-FIELDS += ("started_at", "finished_at", "estimated_finish_at", "error")
+FIELDS: tuple[str, ...] = ("id", "type", "status", "attempts", "position", "delay")
+FIELDS += ("submitted_at", "started_at", "finished_at", "estimated_finish_at", "error")
 TIMES = {"submitted_at", "started_at", "finished_at", "estimated_finish_at"}
 
 
