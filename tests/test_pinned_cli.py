@@ -24,7 +24,7 @@ from backend.app import STORE
 from backend.settings import Settings
 from backend.store import MemoryStore
 from cli.main import ExitStatus, main
-from tests.conftest import BIN, stand_in
+from tests.conftest import BIN, fresh_db, stand_in
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
 
@@ -78,7 +78,7 @@ def threaded_server() -> Iterator[ThreadedServer]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    settings = Settings(port=0, time_scale=SLOW)
+    settings = Settings(port=0, time_scale=SLOW, db=fresh_db())
     runner, url = asyncio.run_coroutine_threadsafe(server_app.start(settings), loop).result(30)
     store = runner.app[STORE]
     assert isinstance(store, MemoryStore)
