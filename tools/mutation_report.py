@@ -30,18 +30,23 @@ def load(root: Path) -> dict[str, dict[str, int | None]]:
     return verdicts
 
 
-def score(codes: dict[str, int | None]) -> tuple[int, int, list[str]]:
-    """(killed, covered, survivor names) of one module's verdicts."""
+def score(codes: dict[str, int | None]) -> tuple[int, int, int, list[str]]:
+    """(killed, covered, not yet checked, survivor names) of one module's verdicts.
+
+    A run stopped early leaves mutants unchecked: they count in neither K nor M."""
     killed = sum(1 for code in codes.values() if code in KILLED)
-    covered = sum(1 for code in codes.values() if code not in NO_TESTS)
-    survivors = sorted(name for name, code in codes.items() if code not in KILLED | NO_TESTS)
-    return killed, covered, survivors
+    unchecked = sum(1 for code in codes.values() if code is None)
+    covered = sum(1 for code in codes.values() if code not in NO_TESTS) - unchecked
+    left = KILLED | NO_TESTS | {None}
+    survivors = sorted(name for name, code in codes.items() if code not in left)
+    return killed, covered, unchecked, survivors
 
 
-def line(name: str, killed: int, covered: int) -> str:
-    """`backend/jobs.py  killed 41 of 42 covered (97.6 %)`."""
+def line(name: str, killed: int, covered: int, unchecked: int = 0) -> str:
+    """`backend/jobs.py  killed 41 of 42 covered (97.6 %)`, and how many are not checked yet."""
     percent = 100.0 * killed / covered if covered else 100.0
-    return f"{name:<24} killed {killed} of {covered} covered ({percent:.1f} %)"
+    rest = f", {unchecked} not checked" if unchecked else ""
+    return f"{name:<24} killed {killed} of {covered} covered ({percent:.1f} %){rest}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,20 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     for module, codes in load(args.root).items():
         if args.prefixes and not module.startswith(tuple(args.prefixes)):
             continue
-        killed, covered, left = score(codes)
+        killed, covered, unchecked, left = score(codes)
         if not codes:
             continue
-        print(line(module, killed, covered))
-        totals.update(killed=killed, covered=covered)
+        print(line(module, killed, covered, unchecked))
+        totals.update(killed=killed, covered=covered, unchecked=unchecked)
         survivors += [f"{name}  {_status(codes[name])}" for name in left]
-    print(line("overall", totals["killed"], totals["covered"]))
+    print(line("overall", totals["killed"], totals["covered"], totals["unchecked"]))
     args.survivors.write_text("".join(f"{s}\n" for s in survivors), encoding="utf-8")
     print(f"{len(survivors)} survivors in {args.survivors} (`mutmut show NAME` for the diff)")
     return 0
 
 
 def _status(code: int | None) -> str:
-    return {0: "survived", None: "not checked", 35: "suspicious"}.get(code, f"exit {code}")
+    return {0: "survived", 35: "suspicious"}.get(code or 0, f"exit {code}")
 
 
 if __name__ == "__main__":
