@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test lint bench bench-peers clean
+.PHONY: install run serve test lint bench bench-peers mutate clean
 
 install: $(STAMP)
 
@@ -38,5 +38,12 @@ bench-peers: $(STAMP)
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	$(BIN)/python -m bench peers $(ARGS)
 
+# Mutation testing (TESTING.md): every mutant of backend/, cli/ and tui/model.py against the
+# tests that cover it; `make mutate MUTANTS='backend.jobs.*'` for one module. Not in `make test`.
+MUTANTS ?=
+mutate: $(STAMP)
+	nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/python tools/mutation_report.py
+
 clean:
-	rm -rf .venv-peers $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .venv-peers $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis mutants

@@ -234,8 +234,8 @@ def test_ctrl_c_stops_waiting_and_the_job_goes_on(slow_server: ServerProcess) ->
         assert waiter.stderr is not None
         first = waiter.stderr.readline()  # "taskrpc: job ID (repeat)" once it is submitted
         job_id = first.split()[2]
-        while ": running — " not in waiter.stderr.readline():
-            pass  # one line per change: queued, then running
+        while ": running — " not in (line := waiter.stderr.readline()):
+            assert line, "wait ended before the job ran"  # "" is the end of stderr
         waiter.send_signal(signal.SIGINT)
         out, err = waiter.communicate(timeout=10)
     finally:

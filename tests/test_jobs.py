@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from backend.jobs import JOB_TYPES, graphemes, lookup, repeat, repeat_length, reverse, swap
@@ -103,8 +103,17 @@ def test_reverse_keeps_clusters(chars: list[str]) -> None:
 
 
 @given(st.text())
+@example("e\u0301")  # a combining accent
+@example("\U0001f44d\U0001f3fd")  # an emoji with a skin tone
+@example("\U0001f1eb\U0001f1f7")  # a flag
+@example("\U0001f468\u200d\U0001f469\u200d\U0001f467")  # a zero-width-joiner sequence
+@example("1\ufe0f\u20e3")  # a keycap
+@example("\u1100\u1161\u11a8")  # Hangul jamo
+@example("\r\n")  # CR LF, one cluster
+@example("ab\U0001f44d\U0001f3fde\u0301")  # clusters after single code points
 def test_repeat_length_predicts_the_result(text: str) -> None:
-    """repeat_length, used to refuse oversized jobs at submit, is exact for any text."""
+    """repeat_length, used to refuse oversized jobs at submit, is exact for any text; one
+    explicit example per kind of multi-code-point cluster, so no run depends on luck."""
     assert repeat_length(text) == len(repeat(text))
 
 

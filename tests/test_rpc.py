@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -440,7 +441,9 @@ async def test_wait_is_capped_by_max_wait(start_on_each_store: StartServer) -> N
     server = await start_on_each_store(time_scale=1000.0, max_wait=0.2)
     job_id = (await server.call("submit", [1, "a"]))["result"]["id"]
     for params in ({"id": job_id, "timeout": 60}, {"id": job_id}):
+        start = time.monotonic()
         answer = await server.call("wait", params)
+        assert 0.2 <= time.monotonic() - start < 0.8  # cut to max_wait: not 60 s, not 30 s
         assert answer["result"]["status"] in ("queued", "running")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -142,7 +143,11 @@ async def test_result_not_ready_then_ready(store: Store) -> None:
     job = await store.submit(1, "ab")
     with pytest.raises(ResultNotReady, match="not ready"):
         store.result(job.id)
+    rescale(store, FAST)
+    quick = await store.submit(1, "cd")
     await store.cancel(job.id)
+    await finish(store, quick)
+    assert store.result(quick.id) == "dc"
 
 
 async def test_cancel_queued(store: Store) -> None:
@@ -258,7 +263,9 @@ async def test_wait_times_out_quietly(store: Store) -> None:
     """wait returns the current state when its timeout passes, without an error."""
     rescale(store, 100.0)
     job = await store.submit(1, "a")
+    start = time.monotonic()
     assert (await store.wait(job, 0.05)).status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert 0.05 <= time.monotonic() - start < 2  # it waited its timeout, not less
     await store.cancel(job.id)
 
 

@@ -115,8 +115,13 @@ async def test_cancel_asks_first(start_server: StartServer) -> None:
             await pilot.press("x")
             await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("n")
-            await pilot.pause()
+            await settle(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "no question")
+            # A job submitted now shows only after a notification's round trip: a cancel sent
+            # on `n` would have reached the server by then.
+            later = await server.store.submit("reverse", "later")
+            await settle(pilot, lambda: table(app).row_count == 3, "the later job's row")
             assert waiting.status is JobStatus.QUEUED
+            await server.store.cancel(later.id)
             await pilot.press("x")
             await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("y")

@@ -1,0 +1,98 @@
+"""WebSocket behaviours that planted faults once slipped past (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from backend.protocol import WS_PATH, ErrorCode, Notification, SocketMethod
+from backend.ws import COALESCE, HUB
+from tests.conftest import Server, StartServer
+
+SLOW = 1000.0  # time scale at which no job finishes during a test
+
+
+@asynccontextmanager
+async def subscribed(server: Server) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A raw socket that has subscribed and read its snapshot."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        await ws.send_json(
+            {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": {"limit": 1}, "id": 1}
+        )
+        answer = await ws.receive_json(timeout=10)
+        assert "result" in answer, answer
+        yield ws
+
+
+async def _read_until(
+    ws: aiohttp.ClientWebSocketResponse, ids: set[str], seen: set[str]
+) -> list[dict[str, Any]]:
+    """Frames until every id in `ids` was in a `jobs.changed`; all frames read."""
+    got: list[dict[str, Any]] = []
+    while not ids <= seen:
+        frame = await ws.receive_json(timeout=10)
+        got.append(frame)
+        if frame.get("method") == Notification.JOBS_CHANGED:
+            seen.update(job["id"] for job in frame["params"]["jobs"])
+    return got
+
+
+async def test_a_burst_over_many_loop_turns_is_coalesced(start_server: StartServer) -> None:
+    """200 submits spread over 200 loop turns reach a subscriber in about one frame per interval."""
+    server = await start_server(time_scale=SLOW)
+    async with subscribed(server) as ws:
+        start = time.monotonic()
+        ids: set[str] = set()
+        for n in range(200):
+            ids.add((await server.store.submit("swap", f"text {n}")).id)
+            await asyncio.sleep(0)  # a new loop turn between two changes
+        elapsed = time.monotonic() - start
+        frames = await _read_until(ws, ids, set())
+    changed = [f for f in frames if f.get("method") == Notification.JOBS_CHANGED]
+    assert len(changed) <= math.ceil(elapsed / COALESCE) + 2, (len(changed), elapsed)
+
+
+async def test_a_subscriber_that_reads_everything_is_never_told_to_resync(
+    start_server: StartServer,
+) -> None:
+    """Many more bytes than the backlog limit, sent to a reader that keeps up: no resync."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    hub.max_backlog = 20_000  # each round below sends ~6 KB; 20 rounds send ~120 KB
+    seen: set[str] = set()
+    frames: list[dict[str, Any]] = []
+    async with subscribed(server) as ws:
+        for round_ in range(20):
+            ids = {(await server.store.submit("swap", f"r{round_} {n}")).id for n in range(20)}
+            frames += await _read_until(ws, ids, seen)
+    sent = sum(len(str(f)) for f in frames)
+    assert sent > 2 * hub.max_backlog
+    assert not [f for f in frames if f.get("method") == Notification.RESYNC]
+
+
+async def test_an_auth_token_with_extra_characters_is_refused(start_server: StartServer) -> None:
+    """`auth` with the token plus one character (or its prefix) is refused and the socket closed."""
+    server = await start_server(token="s3cret")
+    for wrong in ("s3cretx", "s3cret ", "s3cre", "xs3cret"):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(server.url + WS_PATH) as ws,
+        ):
+            await ws.send_json(
+                {"jsonrpc": "2.0", "method": SocketMethod.AUTH, "params": {"token": wrong}, "id": 1}
+            )
+            answer = await ws.receive_json(timeout=10)
+            assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED, wrong
+            closing = await ws.receive(timeout=10)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), wrong
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        await ws.send_json(
+            {"jsonrpc": "2.0", "method": SocketMethod.AUTH, "params": {"token": "s3cret"}, "id": 1}
+        )
+        assert (await ws.receive_json(timeout=10))["result"] is True
