@@ -57,13 +57,8 @@ def iso(timestamp: float) -> str: ...
 def iso(timestamp: float | None) -> str | None: ...
 def iso(timestamp: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. `2026-11-27T21:40:09.123Z`."""
-    return None if timestamp is None else _iso(timestamp)
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso(timestamp: float) -> str:
-    """Cached: jobs keep their times as numbers (bench: "memory per queued job"), and the
-    jobs asked about now are few, so most calls format a time formatted moments ago."""
+    if timestamp is None:
+        return None
     fraction, whole = math.modf(timestamp)
     micros = round(fraction * 1_000_000)  # as datetime.fromtimestamp rounds, then cut to ms
     second = int(whole) + micros // 1_000_000
@@ -762,8 +757,8 @@ class MemoryStore(JobViews):
         delay = job.delay
         passed = self._passed[delay] = self._passed[delay] + 1
         seqs = self._lanes[delay]
-        if passed >= 1024 and passed * 2 >= len(seqs):
-            del seqs[:passed]  # in bulk: one memmove per 1 024 jobs, not one per job
+        if passed >= 32 and passed * 2 >= len(seqs):
+            del seqs[:passed]  # in bulk: each seq is moved at most once per pass, on average
             self._passed[delay] = 0
         if job.status is not JobStatus.QUEUED:
             self._pass_hole(delay)  # a cancelled job: a hole in its lane
