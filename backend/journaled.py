@@ -22,7 +22,7 @@ from typing import Any
 from backend.jobs import JOB_TYPES, JobType
 from backend.journal import Journal, Refused, Row
 from backend.protocol import JobStatus
-from backend.store import Job, Limits, MemoryStore, check_cancellable, iso
+from backend.store import Job, Limits, MemoryStore, check_cancellable
 
 logger = logging.getLogger("taskrpc.store")
 
@@ -160,7 +160,7 @@ class JournaledStore(MemoryStore):
                 self._finish(job, status, at, result=result, error=error)
             if started and after is not None:
                 while self._pending[0] is not after:
-                    self._pass_hole(self._pending.popleft().delay)  # cancelled before it
+                    self._drop_head()  # cancelled before it
                 self._begin(after, at)
 
         await self._journal.write(work, apply)
@@ -248,10 +248,10 @@ class JournaledStore(MemoryStore):
             if job.status is JobStatus.RUNNING or (
                 job.status is JobStatus.QUEUED and job.attempts
             ):  # its run was interrupted (a crash, or a stop that put it back)
-                job.status, job.started_at, job.started_iso = JobStatus.QUEUED, None, None
+                job.status, job.started_at = JobStatus.QUEUED, None
                 if job.attempts >= self.limits.max_attempts:
                     job.status, job.error = JobStatus.FAILED, f"interrupted {job.attempts} times"
-                    job.finished_at, job.finished_iso = now, iso(now)
+                    job.finished_at = now
                     fixes.append(_statement(_FAIL, (now, job.error, job.id)))
                 elif row[5] == JobStatus.RUNNING:
                     fixes.append(_statement(_REQUEUE, ()))
@@ -259,10 +259,8 @@ class JournaledStore(MemoryStore):
             self._order.append(job)  # rows come in seq order
             self._counts[job.status] += 1
             if job.status is JobStatus.QUEUED:
-                job.delay_before = self._delay_total
-                self._delay_total += job.delay
                 self._queued_chars += len(job.data)
-                self._pending.append(job)
+                self._enqueue(job)
             else:
                 self._by_status[job.status].append(job)
                 finished.append(job)
@@ -291,7 +289,6 @@ class JournaledStore(MemoryStore):
             data,
             delay,
             seq,
-            0.0,
             submitted,
             _STATUSES[status],
             started,
@@ -299,9 +296,6 @@ class JournaledStore(MemoryStore):
             row[9],
             row[10],
             row[11],
-            iso(submitted),
-            None if started is None else iso(started),
-            None if finished is None else iso(finished),
         )
 
 

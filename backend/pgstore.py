@@ -52,7 +52,7 @@ from backend.store import (
     Limits,
     Listener,
     check_submission,
-    iso,
+    log_end,
     new_id,
 )
 from backend.waiters import Waiters
@@ -401,7 +401,7 @@ class PgStore(JobViews):
         if taken is not None and taken.status is JobStatus.RUNNING:
             # It waits for a runner again: the worker stops it, the next runner reruns it.
             self._move(taken, JobStatus.QUEUED)
-            taken.started_at = taken.started_iso = None
+            taken.started_at = None
             self._notify(taken)
 
     def _runner_connection(self) -> asyncpg.Connection:
@@ -534,9 +534,7 @@ class PgStore(JobViews):
         attempts, job.attempts = job.attempts, row["attempts"]
         status = JobStatus(row["status"])
         job.started_at = row["started_at"]
-        job.started_iso = iso(job.started_at)
         job.finished_at = row["finished_at"]
-        job.finished_iso = iso(job.finished_at)
         job.result, job.error = row["result"], row["error"]
         if status is not job.status:
             was = job.status
@@ -557,16 +555,12 @@ class PgStore(JobViews):
             data=row["data"],
             delay=row["delay"],
             seq=row["seq"],
-            delay_before=0.0,  # the memory store's bookkeeping; positions here come from bisects
             submitted_at=submitted,
             status=_STATUSES[row["status"]],
             started_at=started,
             finished_at=finished,
             result=row["result"],
             error=row["error"],
-            submitted_iso=iso(submitted),
-            started_iso=iso(started),
-            finished_iso=iso(finished),
             attempts=row["attempts"],
         )
         self._added(job.id)  # its notification may come before its commit's answer
@@ -584,33 +578,26 @@ class PgStore(JobViews):
         self._adding_chars -= self._adding.pop(job_id, 0)
 
     def _log_change(self, job: Job, was: JobStatus | None) -> None:
-        """One line per change, as a single server logs them (every server logs every job)."""
+        """As a single server logs a job (every server logs every job): one info line when
+        it ends, the queued and running lines at debug."""
         if self._quiet or not store_logger.isEnabledFor(logging.INFO):
             return
         if job.status is JobStatus.QUEUED:
-            store_logger.info(
-                "job %s %s queued (%d ahead)", job.id, job.type.name, self.position(job) or 0
-            )
+            if store_logger.isEnabledFor(logging.DEBUG):
+                position = self.position(job) or 0
+                store_logger.debug("job %s %s queued (%d ahead)", job.id, job.type.name, position)
         elif job.status is JobStatus.RUNNING:
-            waited = (job.started_at or job.submitted_at) - job.submitted_at
-            store_logger.info(
-                "job %s %s running (waited %.3f s, attempt %d)",
-                job.id,
-                job.type.name,
-                waited,
-                job.attempts,
-            )
+            if store_logger.isEnabledFor(logging.DEBUG):
+                waited = (job.started_at or job.submitted_at) - job.submitted_at
+                store_logger.debug(
+                    "job %s %s running (waited %.3f s, attempt %d)",
+                    job.id,
+                    job.type.name,
+                    waited,
+                    job.attempts,
+                )
         else:
-            ran = (job.finished_at or 0.0) - (job.started_at or job.finished_at or 0.0)
-            store_logger.info(
-                "job %s %s %s (was %s, ran %.3f s)%s",
-                job.id,
-                job.type.name,
-                job.status.value,
-                (was or job.status).value,
-                ran,
-                f": {job.error}" if job.error else "",
-            )
+            log_end(job)  # the one info line of a job, as every store logs it
 
     def _move(self, job: Job, status: JobStatus) -> None:
         """Change the job's status and every index that depends on it."""

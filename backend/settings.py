@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from backend import __version__
+from backend.loops import LOOPS
 from backend.protocol import DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX
 from backend.store import Limits
 
@@ -64,6 +65,10 @@ class Settings:
     )
     log_level: str = field(default="info", metadata={"help": "one of " + ", ".join(LOG_LEVELS)})
     access_log: bool = field(default=False, metadata={"help": "log every HTTP request"})
+    loop: str = field(
+        default="auto",
+        metadata={"help": "event loop: auto (uvloop if installed), uvloop or asyncio"},
+    )
     allow_hosts: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -164,6 +169,8 @@ class Settings:
                 yield f"{name.replace('_', ' ')} must be > 0"
         if self.log_level not in LOG_LEVELS:
             yield f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+        if self.loop not in LOOPS:
+            yield f"loop must be one of {', '.join(LOOPS)}, not {self.loop!r}"
         if self.token == "":
             yield "token must not be empty"
         if self.token_file is not None and self.token != _read_token(self.token_file):
@@ -281,7 +288,8 @@ def _parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, action="append", dest=f.name, default=None, help=help_text)
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
-        extra: dict[str, Any] = {"choices": LOG_LEVELS} if f.name == "log_level" else {}
+        choices = {"log_level": LOG_LEVELS, "loop": LOOPS}.get(f.name)
+        extra: dict[str, Any] = {} if choices is None else {"choices": choices}
         parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
     return parser
 

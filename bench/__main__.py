@@ -21,6 +21,7 @@ from bench import (
     bench_http,
     bench_journal,
     bench_memory,
+    bench_perf,
     bench_pg,
     bench_worker,
 )
@@ -59,6 +60,7 @@ SUITES: dict[str, Callable[[], list[Row]]] = {
     "journal": bench_journal.rows,
     "cli": bench_cli.rows,
     "floods": bench_floods.rows,
+    "perf": bench_perf.rows,
     "dashboard": _dashboard,
     "cluster": bench_pg.rows,
 }

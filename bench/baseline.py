@@ -1,6 +1,7 @@
 """The baseline: a bare aiohttp handler that parses the JSON body, does one dict lookup
 and returns JSON. Run as `python -m bench.baseline --port 0 --job-file FILE`; it prints
-`listening on http://127.0.0.1:PORT` like taskrpc-server does.
+`listening on http://127.0.0.1:PORT` like taskrpc-server does. It runs on the event loop
+taskrpc-server would (`--loop`, or TASKRPC_LOOP, as the server reads it).
 
 The job it answers with is read from FILE (a real job object fetched from the server
 under test), so both send responses of the same size.
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from backend.loops import LOOPS, choose
 
 JOBS = web.AppKey("jobs", dict[str, Any])
 
@@ -56,9 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--job-file", type=Path, required=True)
+    # The same loop as taskrpc-server's, from the same setting: the ratio compares handlers.
+    parser.add_argument("--loop", choices=LOOPS, default=os.environ.get("TASKRPC_LOOP", "auto"))
     args = parser.parse_args()
     job: dict[str, Any] = json.loads(args.job_file.read_text())
-    asyncio.run(serve(args.port, job))
+    _, factory = choose(args.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(args.port, job))
 
 
 if __name__ == "__main__":

@@ -78,10 +78,11 @@ class Server:
         return cls([*argv, "--log-level", "warning", *flags], "taskrpc-server", folder)
 
     @classmethod
-    def bare(cls, job_file: Path) -> Server:
-        """The baseline: a bare aiohttp handler that answers with the job in `job_file`."""
+    def bare(cls, job_file: Path, *flags: str) -> Server:
+        """The baseline: a bare aiohttp handler that answers with the job in `job_file`, on the
+        loop taskrpc-server would run (FLAGS: `--loop NAME`)."""
         argv = [sys.executable, "-m", "bench.baseline", "--port", "0", "--job-file", str(job_file)]
-        return cls(argv, "bare aiohttp")
+        return cls([*argv, *flags], "bare aiohttp")
 
     def _read_port(self) -> int:
         assert self.process.stdout is not None

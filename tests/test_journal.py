@@ -78,8 +78,8 @@ async def test_restart_resumes_order_ids_times_and_results(
     again = [second.get(job.id) for job in (done, long, *queued)]
     assert [job.seq for job in again] == sorted(job.seq for job in again)
     assert second.result(done.id) == "finished before the stop"[::-1]
-    assert [job.submitted_iso for job in again] == [
-        job.submitted_iso for job in (done, long, *queued)
+    assert [job.submitted_at for job in again] == [
+        job.submitted_at for job in (done, long, *queued)
     ]
     assert [job.data for job in again[2:]] == [f"queued {n}" for n in range(5)]
     assert again[1].status is JobStatus.QUEUED  # the interrupted job: back at the head

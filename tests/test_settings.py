@@ -35,6 +35,8 @@ def test_environment_then_flags() -> None:
         (["--max-queued", "0"], {}, "max queued must be at least 1"),
         ([], {"TASKRPC_PORT": "eighty"}, "TASKRPC_PORT='eighty' is not a valid int"),
         (["--log-level", "loud"], {}, "invalid choice"),
+        (["--loop", "fast"], {}, "invalid choice"),
+        ([], {"TASKRPC_LOOP": "fast"}, "loop must be one of auto, uvloop, asyncio"),
         (["--token", ""], {}, "token must not be empty"),
     ],
 )

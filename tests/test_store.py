@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -355,15 +356,27 @@ async def test_unknown_id(store: Store) -> None:
         store.get(5)
 
 
-async def test_log_line_per_state_change(store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    """One log line per state change: id, type, state and timing."""
+async def test_one_info_line_per_job(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """At info a job logs one line, when it ends: id, type, outcome, waited and ran."""
     caplog.set_level(logging.INFO, logger="taskrpc.store")
     job = await finish(store, await store.submit(1, "a"))
-    lines = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
-    assert len(lines) == 3
-    assert lines[0].startswith(f"job {job.id} reverse queued")
+    cancelled = await store.cancel((await store.submit(1, "b")).id)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        rf"job {job.id} reverse done \(waited \d+\.\d{{3}} s, ran \d+\.\d{{3}} s\)", lines[0]
+    )
+    ended = rf"job {cancelled.id} reverse cancelled \(waited \d+\.\d{{3}} s, ran \d+\.\d{{3}} s\)"
+    assert re.fullmatch(ended, lines[1])
+
+
+async def test_start_lines_at_debug(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """At debug a job also logs when it is queued and when it starts running."""
+    caplog.set_level(logging.DEBUG, logger="taskrpc.store")
+    job = await finish(store, await store.submit(1, "a"))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert lines[0] == f"job {job.id} reverse queued (0 ahead)"
     assert lines[1].startswith(f"job {job.id} reverse running (waited ")
-    assert lines[2].startswith(f"job {job.id} reverse done (was running, ran ")
 
 
 def test_ids_are_random_and_shell_safe() -> None:
