@@ -808,12 +808,13 @@ def log_end(job: Job) -> None:
     waited = (end if started is None else started) - job.submitted_at
     ran = 0.0 if started is None else end - started
     logger.info(
-        "job %s %s %s (waited %.3f s, ran %.3f s)%s",
+        "job %s %s %s (waited %.3f s, ran %.3f s%s)%s",
         job.id,
         job.type.name,
         job.status.value,
         waited,
         ran,
+        f", attempt {job.attempts}" if job.attempts > 1 else "",  # a rerun after a crash or stop
         f": {job.error}" if job.error else "",
     )
 
