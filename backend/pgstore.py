@@ -41,7 +41,6 @@ from backend.protocol import (
     STANDBY,
     AlreadyFinished,
     InvalidParams,
-    JobNotFound,
     JobStatus,
     QueueFull,
     StorageUnavailable,
@@ -233,18 +232,6 @@ class PgStore(JobViews):
         return self._available
 
     # -- asking ---------------------------------------------------------------------
-
-    def get(self, job_id: object) -> Job:
-        """The job with this id, or `JobNotFound`."""
-        if not isinstance(job_id, str):
-            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
-        self._require_available()
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(
-                f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
-            )
-        return job
 
     async def find(self, job_id: object) -> Job:
         """The job with this id, read from the database if no notification brought it yet."""
@@ -695,8 +682,8 @@ class PgStore(JobViews):
 
     # -- the database ---------------------------------------------------------------
 
-    def _check_waitable(self) -> None:
-        """A wait on a lost database answers -32009 rather than a stale job."""
+    def _check_available(self) -> None:
+        """A read or a wait on a lost database answers -32009 rather than a stale job."""
         self._require_available()
 
     def _require_available(self) -> None:

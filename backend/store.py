@@ -331,7 +331,7 @@ class Store(Protocol):
 
 
 class JobViews(abc.ABC):
-    """The reads every store answers from the jobs in its memory, given `get` and `_outlook`
+    """The reads every store answers from the jobs in its memory, given `_outlook`
     (a cluster's store keeps a copy of the shared jobs, so it answers them the same way)."""
 
     limits: Limits
@@ -341,10 +341,19 @@ class JobViews(abc.ABC):
     _listeners: list[Listener]
     _forgetters: list[Listener]
     _waiters: Waiters  # the `wait` calls in progress, filed by job (backend/waiters.py)
+    _jobs: dict[str, Job]  # every job this server knows, by id
 
-    @abc.abstractmethod
     def get(self, job_id: object) -> Job:
-        """The job with this id, or `JobNotFound`."""
+        """The job with this id, or `JobNotFound` (`InvalidParams` for a non-string)."""
+        if not isinstance(job_id, str):
+            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
+        self._check_available()
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(
+                f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
+            )
+        return job
 
     @abc.abstractmethod
     def _outlook(self, job: Job) -> tuple[int | None, float | None]:
@@ -412,7 +421,7 @@ class JobViews(abc.ABC):
         """
         if self._closed or self._changed_since(job, seen_status, seen_position):
             return job
-        self._check_waitable()
+        self._check_available()
         if self._waiters.count >= self.limits.max_waiters:
             raise ServerBusy(
                 f"server busy: {self.limits.max_waiters} waits are in progress, the server's "
@@ -423,7 +432,7 @@ class JobViews(abc.ABC):
         try:
             async with asyncio.timeout(timeout):
                 while not self._closed and not self._changed_since(job, seen_status, seen_position):
-                    self._check_waitable()
+                    self._check_available()
                     seq = (
                         job.seq
                         if seen_position is not None and job.status is JobStatus.QUEUED
@@ -434,8 +443,8 @@ class JobViews(abc.ABC):
             pass
         return job
 
-    def _check_waitable(self) -> None:
-        """Raise the error that stops a wait (a store whose storage is lost); none here."""
+    def _check_available(self) -> None:
+        """Raise the error that stops a read or a wait (a store whose storage is lost)."""
         return
 
     def _changed_since(
@@ -512,17 +521,6 @@ class MemoryStore(JobViews):
         self._delays: dict[int, float] = {}  # each type's delay (by code) after the time scale
 
     # -- asking ---------------------------------------------------------------------
-
-    def get(self, job_id: object) -> Job:
-        """The job with this id, or `JobNotFound`."""
-        if not isinstance(job_id, str):
-            raise InvalidParams(f"id must be a string, not {type(job_id).__name__}")
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(
-                f"no job with id {job_id!r} (never submitted, or finished long ago and forgotten)"
-            )
-        return job
 
     async def find(self, job_id: object) -> Job:
         """`get`: one server's memory holds every job there is."""
