@@ -42,7 +42,6 @@ from backend.protocol import (
     AlreadyFinished,
     InvalidParams,
     JobStatus,
-    QueueFull,
     StorageUnavailable,
 )
 from backend.store import (
@@ -50,9 +49,11 @@ from backend.store import (
     JobViews,
     Limits,
     Listener,
+    check_room,
     check_submission,
     log_end,
     new_id,
+    scaled_delay,
 )
 from backend.waiters import Waiters
 
@@ -258,16 +259,13 @@ class PgStore(JobViews):
         """Queue a job once it is committed; submits that arrive together share a commit."""
         job_type, text = check_submission(self.limits, type_key, data)
         self._require_available()
-        if self.queued + len(self._adding) >= self.limits.max_queued:
-            raise QueueFull(
-                f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
-            )
-        if self._queued_chars + self._adding_chars + len(text) > self.limits.max_queued_chars:
-            raise QueueFull(
-                f"the queue is full ({self._queued_chars} characters of text waiting, the "
-                f"limit is {self.limits.max_queued_chars}); try again later"
-            )
-        delay = round(job_type.delay * self.limits.time_scale, 6)
+        check_room(
+            self.limits,
+            self.queued + len(self._adding),
+            self._queued_chars + self._adding_chars,
+            len(text),
+        )
+        delay = scaled_delay(job_type.delay, self.limits.time_scale)
         job_id = new_id()
         self._adding[job_id] = len(text)
         self._adding_chars += len(text)

@@ -72,7 +72,7 @@ def _second(epoch_second: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _scaled(delay: float, time_scale: float) -> float:
+def scaled_delay(delay: float, time_scale: float) -> float:
     """A type's delay after the time scale, rounded (no 0.7000000000000001); cached, so the
     jobs of a type share one float object, not 24 B each (bench: "memory per queued job")."""
     return round(delay * time_scale, 6)
@@ -141,6 +141,18 @@ def check_submission(limits: Limits, type_key: object, data: object) -> tuple[Jo
             f"the limit is {limits.max_result_chars}: send a shorter text"
         )
     return job_type, data
+
+
+def check_room(limits: Limits, queued: int, queued_chars: int, length: int) -> None:
+    """`QueueFull` unless one more job of `length` characters fits beside `queued` jobs of
+    `queued_chars` characters (those on their way to a commit counted in)."""
+    if queued >= limits.max_queued:
+        raise QueueFull(f"the queue is full ({limits.max_queued} jobs waiting); try again later")
+    if queued_chars + length > limits.max_queued_chars:
+        raise QueueFull(
+            f"the queue is full ({queued_chars} characters of text waiting, the "
+            f"limit is {limits.max_queued_chars}); try again later"
+        )
 
 
 def result_of(job: Job, position: int | None) -> str:
@@ -559,16 +571,13 @@ class MemoryStore(JobViews):
     def _new_job(self, type_key: object, data: object) -> Job:
         """A checked job, not yet in the queue (its seq is given when it is added)."""
         job_type, text = check_submission(self.limits, type_key, data)
-        if self.queued + self._adding >= self.limits.max_queued:
-            raise QueueFull(
-                f"the queue is full ({self.limits.max_queued} jobs waiting); try again later"
-            )
-        if self._queued_chars + self._adding_chars + len(text) > self.limits.max_queued_chars:
-            raise QueueFull(
-                f"the queue is full ({self._queued_chars} characters of text waiting, the "
-                f"limit is {self.limits.max_queued_chars}); try again later"
-            )
-        delay = _scaled(job_type.delay, self.limits.time_scale)
+        check_room(
+            self.limits,
+            self.queued + self._adding,
+            self._queued_chars + self._adding_chars,
+            len(text),
+        )
+        delay = scaled_delay(job_type.delay, self.limits.time_scale)
         now = self._clock()
         return Job(
             id=self._unused_id(),
