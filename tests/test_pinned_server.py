@@ -117,7 +117,7 @@ async def test_wait_returns_when_only_the_position_changes(start_server: StartSe
     assert (third["status"], third["position"]) == ("queued", 2)
     params = {"id": ids[2], "timeout": 30, "status": "queued", "position": 2}
     waiter = asyncio.create_task(server.call("wait", params))
-    await asyncio.sleep(0.1)
+    await until(lambda: server.store.waiting == 1)  # parked, so the cancel must wake it
     assert not waiter.done(), "nothing changed yet"
     await server.store.cancel(ids[1])  # a job ahead leaves: position 2 -> 1
     answer = (await asyncio.wait_for(waiter, 5))["result"]
