@@ -252,7 +252,7 @@ def _convert(kind: object, text: str) -> object:
     return text
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad option as one line, not a usage block then the error.
 
     The usage block is some twenty lines of every option: the reason, last, scrolls past.
@@ -264,7 +264,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="taskrpc-server",
         description="Run the taskrpc job server: JSON-RPC 2.0 over HTTP, one job at a time.",
         epilog=(

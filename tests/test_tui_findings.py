@@ -298,6 +298,24 @@ def test_a_wrong_token_at_start_exits_2_with_the_clis_message(tmp_path: Path) ->
         started.reap()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--time-scale", "-1"], "argument --time-scale:"),
+    ],
+)
+def test_a_bad_option_is_one_line(args: list[str], says: str) -> None:
+    """`taskrpc-tui` with a bad option exits 2 with one line naming it, not the usage block."""
+    done = subprocess.run(
+        [str(BIN / "taskrpc-tui"), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"taskrpc-tui: {says}"), done.stderr
+    assert done.stderr.endswith("; see 'taskrpc-tui --help'\n"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
 def test_the_token_file_gives_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--token-file PATH` and TASKRPC_TOKEN_FILE give the token (trailing newline dropped)."""
     from tui.main import _parser

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from backend.protocol import ENV_PREFIX, RpcError, Unauthorized
+from backend.settings import OneLineParser
 from cli.client import TransportError
 from cli.main import ExitStatus
 from cli.options import add_connection_options, non_negative
@@ -93,7 +94,7 @@ async def local_server(time_scale: float = 1.0, db: str | None = None) -> AsyncI
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="taskrpc-tui",
         description="The taskrpc dashboard: a live job table you drive from the keyboard.",
         epilog="examples:\n"
