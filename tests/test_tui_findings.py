@@ -578,6 +578,18 @@ async def test_details_show_local_times_and_units_and_r_shows_the_json(utc: None
         assert '"delay": 2.0' in raw
 
 
+async def test_details_times_ago_grow_with_the_clock(utc: None) -> None:
+    """The details' "29s ago" moves on with the clock, without a change to the job."""
+    now = fixed.NOW
+    app = Dashboard(fixed.FakeBackend(), connect=False, clock=lambda: now)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded_fixed(pilot)
+        await open_details(pilot, app)
+        assert "2027-01-01 12:00:01 (29s ago)" in screen_text(app)
+        now += 60.0  # the screen's own timer redraws it (once a second)
+        await settle(pilot, lambda: "12:00:01 (1m29s ago)" in screen_text(app), "a redraw")
+
+
 class Hostile(fixed.FakeBackend):
     """A job whose text, result and id carry terminal escapes."""
 

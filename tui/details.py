@@ -33,6 +33,7 @@ from tui.backend import Backend
 from tui.help import HELP_AND_QUIT
 
 CLIPBOARD_MAX = 100_000  # characters a terminal's clipboard (OSC 52) reliably takes
+TICK = 1.0  # seconds between redraws of the fields ("12s ago" grows with the clock)
 
 
 class DetailScreen(Screen[None]):
@@ -70,7 +71,13 @@ class DetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = visible(self.job_id)
+        self.set_interval(TICK, self.tick)
         self.follow()
+
+    def tick(self) -> None:
+        """Redraw the fields: their times say how long ago, and the clock moves on."""
+        if self.job is not None and not self.raw:
+            self.query_one("#fields", Static).update(fields_view(self.job, self.clock()))
 
     @work(exclusive=True, group="detail")
     async def follow(self) -> None:
