@@ -385,6 +385,16 @@ async def test_vi_and_home_end_keys_move_the_cursor_and_end_follow_mode(utc: Non
         assert "Following" not in footer_of(app)
 
 
+async def test_an_80_column_footer_still_shows_follow_mode(utc: None) -> None:
+    """At 80 columns the footer shows `f Follow`, then `Following ●`, before any cut key."""
+    app = fixed.dashboard()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded_fixed(pilot)
+        await settle(pilot, lambda: "f Follow " in footer_of(app), "the footer")
+        await pilot.press("f")
+        await settle(pilot, lambda: "Following ●" in footer_of(app), "the footer says so")
+
+
 async def test_the_confirm_dialog_shows_its_own_keys_only(utc: None) -> None:
     """On the cancel question, the footer shows y Yes and n No, not the table's `n New`."""
     app = fixed.dashboard()

@@ -48,11 +48,13 @@ class JobsScreen(Screen[None]):
         Binding("x", "cancel_job", "Cancel"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter"),
-        Binding("y", "copy_id", "Copy id"),
-        Binding("s", "sort", "Sort"),
-        Binding("S", "reverse", "Reverse", key_display="S"),
+        # Follow mode is a state the footer shows: before the keys a narrow footer may cut
+        # (every key is in the help, `?`).
         Binding("f", "follow", "Follow"),
         Binding("f", "unfollow", "Following ●"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", key_display="S"),
+        Binding("y", "copy_id", "Copy id"),
     ]
 
     following: reactive[bool] = reactive(False)
