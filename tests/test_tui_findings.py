@@ -395,6 +395,25 @@ async def test_an_80_column_footer_still_shows_follow_mode(utc: None) -> None:
         await settle(pilot, lambda: "Following ●" in footer_of(app), "the footer says so")
 
 
+async def test_the_help_wraps_a_long_line_under_its_own_column(utc: None) -> None:
+    """`?` lists every key; on a narrow terminal a long line wraps under its description."""
+    from tui.help import KEYS, HelpScreen
+
+    app = fixed.dashboard()
+    async with app.run_test(size=(60, 15)) as pilot:
+        await loaded_fixed(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        lines = screen_text(app).splitlines()
+        (first,) = [line for line in lines if "copy the selected job's id" in line]
+        column = first.index("copy")
+        follower = lines[lines.index(first) + 1]
+        assert follower[:column].strip(" █") == "", follower  # nothing under the key column
+        assert follower[column] != " ", follower
+        shown = " ".join(line.strip(" █") for line in lines)
+        assert all(key in shown for key, _ in KEYS[:5])
+
+
 async def test_the_confirm_dialog_shows_its_own_keys_only(utc: None) -> None:
     """On the cancel question, the footer shows y Yes and n No, not the table's `n New`."""
     app = fixed.dashboard()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.text import Text
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -43,10 +43,11 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        table = Text()
+        table = Table.grid(padding=(0, 2))  # a long line wraps in its own column
+        table.add_column(justify="right", style="bold", no_wrap=True)
+        table.add_column()
         for key, what in KEYS:
-            table.append(f"{key:>8}  ", style="bold")
-            table.append(f"{what}\n")
+            table.add_row(key, what)
         with Vertical(id="dialog"):
             yield Label("Keys", id="dialog-title")
             with VerticalScroll():
