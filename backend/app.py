@@ -168,6 +168,7 @@ async def health(request: web.Request) -> web.Response:
             "queued": store.queued,
             "running": running is not None,
             "running_id": running.id if running is not None else None,
+            "waiting": store.waiting,  # `wait` calls parked now, against --max-waiters
             **cluster,
         }
     )

@@ -70,6 +70,15 @@ async def until_all_name_the_runner(servers: list[ServerProcess], url: str) -> N
         await asyncio.sleep(0.05)
 
 
+async def until_parked(server: ServerProcess, count: int = 1) -> None:
+    """`count` wait calls are parked on `server` (its /healthz counts them)."""
+    deadline = time.monotonic() + 5
+    while health(server)[1].get("waiting") != count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {count} waits parked on {server.url}: {health(server)}")
+        await asyncio.sleep(0.01)
+
+
 @dataclass
 class Row:
     """A job as the database recorded it."""
@@ -262,7 +271,7 @@ async def test_a_change_through_one_server_reaches_waiters_on_another_within_100
         seen = await through_b.status(queued["id"])
         assert seen["status"] == JobStatus.QUEUED
         waiting = asyncio.create_task(through_b.wait(queued["id"], 10, seen))
-        await asyncio.sleep(0.2)  # the wait is parked on B
+        await until_parked(b)
         assert not waiting.done()
         cancelled_at = time.monotonic()
         await through_a.cancel(queued["id"])

@@ -412,6 +412,7 @@ async def test_http_errors(server: Server) -> None:
                 "queued": 0,
                 "running": False,
                 "running_id": None,
+                "waiting": 0,
                 **cluster,  # a server on PostgreSQL says which server runs the jobs
             }
 

@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import pytest
 
 from backend.pacing import DECODE_PER_TURN, SLICE, decode_turn, side_by_side
@@ -78,6 +79,8 @@ async def test_waits_past_max_waiters_get_server_busy_at_once(
         asyncio.create_task(server.call("wait", {"id": job.id, "timeout": 30})) for _ in range(3)
     ]
     await until(lambda: server.store.waiting == 3, what="3 waits held")
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/healthz") as reply:
+        assert (await reply.json())["waiting"] == 3  # what an operator sees of the limit
     async with asyncio.timeout(5):
         answer = await server.call("wait", {"id": job.id, "timeout": 30})
     assert answer["error"]["code"] == ErrorCode.SERVER_BUSY
