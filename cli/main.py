@@ -306,7 +306,10 @@ def types(client: SyncClient, args: argparse.Namespace) -> None:
 def completion(args: argparse.Namespace) -> None:
     import shtab
 
-    print(shtab.complete(_parser(), shell=args.shell))
+    parser = _parser()
+    for _, _, sub in parser.commands:
+        sub.filled()  # shtab reads every command's arguments
+    print(shtab.complete(parser, shell=args.shell))
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -378,13 +381,42 @@ def _utf8(arg: str, where: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (`main` prints it), not a usage block.
 
-    `commands` lists each command with its summary, for `taskrpc` alone.
+    `commands` lists each command with its summary, for `taskrpc` alone, and its parser.
     """
 
-    commands: list[tuple[str, str]]
+    commands: list[tuple[str, str, _Command]]
 
     def error(self, message: str) -> NoReturn:
         raise Failure(f"{message}; see '{self.prog} --help'", ExitStatus.USAGE)
+
+
+class _Command(_Parser):
+    """A command's parser, given its arguments only when it is used (parsed, or its help).
+
+    A command runs one parser of nine: building all of them with their arguments was a
+    fifth of `taskrpc status`'s own start-up (bench row "`taskrpc status ID` wall time").
+    """
+
+    def __init__(self, *, arguments: Callable[[argparse.ArgumentParser], None], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._arguments: Callable[[argparse.ArgumentParser], None] | None = arguments
+
+    def filled(self) -> _Command:
+        """This parser with its arguments: the global options, then the command's own."""
+        if self._arguments is not None:
+            arguments, self._arguments = self._arguments, None
+            _global_options(self, defaults=False)
+            arguments(self)
+        return self
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        return super(_Command, self.filled()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(_Command, self.filled()).format_help()
+
+    def format_usage(self) -> str:
+        return super(_Command, self.filled()).format_usage()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -440,15 +472,20 @@ def _parser() -> _Parser:
         formatter_class=_Formatter,
     )
     _global_options(parser, defaults=True)
-    shared = _Parser(add_help=False, formatter_class=_Formatter)
-    _global_options(shared, defaults=False)
     # A given prog spares argparse a help formatter now, and so importing shutil (2 ms).
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", prog="taskrpc")
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", prog="taskrpc", parser_class=_Command
+    )
     parser.commands = []
 
     def command(
-        name: str, run: Command | Offline, summary: str, example: str, aliases: Sequence[str] = ()
-    ) -> argparse.ArgumentParser:
+        name: str,
+        run: Command | Offline,
+        summary: str,
+        example: str,
+        arguments: Callable[[argparse.ArgumentParser], None] = lambda sub: None,
+        aliases: Sequence[str] = (),
+    ) -> None:
         sub = commands.add_parser(
             name,
             aliases=list(aliases),
@@ -456,49 +493,75 @@ def _parser() -> _Parser:
             description=summary,
             epilog=f"example:\n  {example}",
             formatter_class=_Formatter,
-            parents=[shared],
+            arguments=arguments,
         )
         sub.set_defaults(**{"offline" if run is completion else "command": run})
-        parser.commands.append((name, summary))
-        return sub
+        parser.commands.append((name, summary, sub))
 
-    sub = command(
+    command(
         "submit",
         submit,
         "queue a job and print its id",
         "id=$(taskrpc submit reverse пример)",
+        _submit_arguments,
         ["task"],
     )
-    _job_arguments(sub, required=True)
-    sub = command("status", status, "print a job's status line", "taskrpc status $id")
-    sub.add_argument("id", metavar="ID")
-    sub = command("result", result, "print a done job's result", "taskrpc result $id")
-    sub.add_argument("id", metavar="ID")
-    _raw_option(sub)
-    sub = command(
+    command("status", status, "print a job's status line", "taskrpc status $id", _id_argument)
+    command(
+        "result",
+        result,
+        "print a done job's result",
+        "taskrpc result $id",
+        _result_arguments,
+    )
+    command(
         "wait",
         wait,
         "submit a job (or take --id), show its live status, print its result",
         "taskrpc wait swap пример      # or: taskrpc wait --id $id",
+        _wait_arguments,
     )
-    _job_arguments(sub, required=False)
-    sub.add_argument("--id", help="wait for this existing job instead of submitting one")
-    sub.add_argument("--timeout", type=non_negative, help="give up waiting after this many seconds")
-    _raw_option(sub)
-    _list_arguments(
-        command("list", list_jobs, "list jobs, newest first", "taskrpc list --status queued")
+    command(
+        "list",
+        list_jobs,
+        "list jobs, newest first",
+        "taskrpc list --status queued",
+        _list_arguments,
     )
-    sub = command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id")
-    sub.add_argument("id", metavar="ID")
+    command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id", _id_argument)
     command("types", types, "list the job types", "taskrpc types")
-    sub = command(
+    command(
         "completion",
         completion,
         "print a shell completion script",
         'eval "$(taskrpc completion bash)"   # in ~/.bashrc',
+        _completion_arguments,
     )
-    sub.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))
     return parser
+
+
+def _submit_arguments(sub: argparse.ArgumentParser) -> None:
+    _job_arguments(sub, required=True)
+
+
+def _id_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("id", metavar="ID")
+
+
+def _result_arguments(sub: argparse.ArgumentParser) -> None:
+    _id_argument(sub)
+    _raw_option(sub)
+
+
+def _wait_arguments(sub: argparse.ArgumentParser) -> None:
+    _job_arguments(sub, required=False)
+    sub.add_argument("--id", help="wait for this existing job instead of submitting one")
+    sub.add_argument("--timeout", type=non_negative, help="give up waiting after this many seconds")
+    _raw_option(sub)
+
+
+def _completion_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))
 
 
 def _job_arguments(sub: argparse.ArgumentParser, *, required: bool) -> None:
@@ -534,7 +597,7 @@ def _list_arguments(sub: argparse.ArgumentParser) -> None:
 def _command_list() -> str:
     """What `taskrpc` alone prints: the commands, as `git` does."""
     lines = ["usage: taskrpc [OPTIONS] COMMAND [ARGS]", "", "commands:"]
-    lines += [f"  {name:<11} {summary}" for name, summary in _parser().commands]
+    lines += [f"  {name:<11} {summary}" for name, summary, _ in _parser().commands]
     lines.append("\nsee 'taskrpc --help' for options, 'taskrpc COMMAND --help' for one command")
     return "\n".join(lines)
 
