@@ -102,7 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    args = _parser().parse_args(argv)
+    """The arguments, parsed by a parser that holds only the command `argv` names, if it can.
+
+    A command's parser costs as much to build as the rest of its start-up's own work (bench
+    row "`taskrpc status ID` wall time"), so only the command named runs gets one. When the
+    word taken for the command was not (an option's value, say), that parser fails, and
+    the whole one parses again: it is what says what is wrong. A parse that succeeds took
+    the same path through both parsers, so its result is the same.
+    """
+    command = _command_named(argv)
+    try:
+        args = _parser(only=command).parse_args(argv)
+    except Failure:
+        if command is None:
+            raise
+        args = _parser().parse_args(argv)
     # DATA of `-` reads standard input, unless it comes after `--` (then it is the text "-").
     args.literal_dash = "--" in argv and "-" in argv[argv.index("--") + 1 :]
     return args
@@ -306,10 +320,7 @@ def types(client: SyncClient, args: argparse.Namespace) -> None:
 def completion(args: argparse.Namespace) -> None:
     import shtab
 
-    parser = _parser()
-    for _, _, sub in parser.commands:
-        sub.filled()  # shtab reads every command's arguments
-    print(shtab.complete(parser, shell=args.shell))
+    print(shtab.complete(_parser(), shell=args.shell))
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -381,42 +392,13 @@ def _utf8(arg: str, where: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (`main` prints it), not a usage block.
 
-    `commands` lists each command with its summary, for `taskrpc` alone, and its parser.
+    `commands` lists each command with its summary, for `taskrpc` alone.
     """
 
-    commands: list[tuple[str, str, _Command]]
+    commands: list[tuple[str, str]]
 
     def error(self, message: str) -> NoReturn:
         raise Failure(f"{message}; see '{self.prog} --help'", ExitStatus.USAGE)
-
-
-class _Command(_Parser):
-    """A command's parser, given its arguments only when it is used (parsed, or its help).
-
-    A command runs one parser of nine: building all of them with their arguments was a
-    fifth of `taskrpc status`'s own start-up (bench row "`taskrpc status ID` wall time").
-    """
-
-    def __init__(self, *, arguments: Callable[[argparse.ArgumentParser], None], **kw: Any) -> None:
-        super().__init__(**kw)
-        self._arguments: Callable[[argparse.ArgumentParser], None] | None = arguments
-
-    def filled(self) -> _Command:
-        """This parser with its arguments: the global options, then the command's own."""
-        if self._arguments is not None:
-            arguments, self._arguments = self._arguments, None
-            _global_options(self, defaults=False)
-            arguments(self)
-        return self
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        return super(_Command, self.filled()).parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        return super(_Command, self.filled()).format_help()
-
-    def format_usage(self) -> str:
-        return super(_Command, self.filled()).format_usage()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -464,7 +446,19 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
 
 
-def _parser() -> _Parser:
+def _command_named(argv: list[str]) -> str | None:
+    """The first word of `argv` that names a command, unless a help option comes first
+    (the main parser's help lists every command)."""
+    for word in argv:
+        if word in _COMMANDS:
+            return word
+        if word == "--" or word.startswith(("-h", "--h")):
+            return None
+    return None
+
+
+def _parser(only: str | None = None) -> _Parser:
+    """The command line's parser; with `only`, it knows that one command and no other."""
     parser = _Parser(
         prog="taskrpc",
         description="Talk to a taskrpc server: submit jobs, follow them, read their results.",
@@ -473,19 +467,12 @@ def _parser() -> _Parser:
     )
     _global_options(parser, defaults=True)
     # A given prog spares argparse a help formatter now, and so importing shutil (2 ms).
-    commands = parser.add_subparsers(
-        title="commands", metavar="COMMAND", prog="taskrpc", parser_class=_Command
-    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", prog="taskrpc")
     parser.commands = []
-
-    def command(
-        name: str,
-        run: Command | Offline,
-        summary: str,
-        example: str,
-        arguments: Callable[[argparse.ArgumentParser], None] = lambda sub: None,
-        aliases: Sequence[str] = (),
-    ) -> None:
+    for name, aliases, run, summary, example, arguments in _COMMAND_TABLE:
+        parser.commands.append((name, summary))
+        if only is not None and only != name and only not in aliases:
+            continue
         sub = commands.add_parser(
             name,
             aliases=list(aliases),
@@ -493,51 +480,15 @@ def _parser() -> _Parser:
             description=summary,
             epilog=f"example:\n  {example}",
             formatter_class=_Formatter,
-            arguments=arguments,
         )
+        _global_options(sub, defaults=False)
+        arguments(sub)
         sub.set_defaults(**{"offline" if run is completion else "command": run})
-        parser.commands.append((name, summary, sub))
-
-    command(
-        "submit",
-        submit,
-        "queue a job and print its id",
-        "id=$(taskrpc submit reverse пример)",
-        _submit_arguments,
-        ["task"],
-    )
-    command("status", status, "print a job's status line", "taskrpc status $id", _id_argument)
-    command(
-        "result",
-        result,
-        "print a done job's result",
-        "taskrpc result $id",
-        _result_arguments,
-    )
-    command(
-        "wait",
-        wait,
-        "submit a job (or take --id), show its live status, print its result",
-        "taskrpc wait swap пример      # or: taskrpc wait --id $id",
-        _wait_arguments,
-    )
-    command(
-        "list",
-        list_jobs,
-        "list jobs, newest first",
-        "taskrpc list --status queued",
-        _list_arguments,
-    )
-    command("cancel", cancel, "cancel a queued or running job", "taskrpc cancel $id", _id_argument)
-    command("types", types, "list the job types", "taskrpc types")
-    command(
-        "completion",
-        completion,
-        "print a shell completion script",
-        'eval "$(taskrpc completion bash)"   # in ~/.bashrc',
-        _completion_arguments,
-    )
     return parser
+
+
+def _no_arguments(sub: argparse.ArgumentParser) -> None:
+    """A command without arguments of its own (`types`)."""
 
 
 def _submit_arguments(sub: argparse.ArgumentParser) -> None:
@@ -597,7 +548,7 @@ def _list_arguments(sub: argparse.ArgumentParser) -> None:
 def _command_list() -> str:
     """What `taskrpc` alone prints: the commands, as `git` does."""
     lines = ["usage: taskrpc [OPTIONS] COMMAND [ARGS]", "", "commands:"]
-    lines += [f"  {name:<11} {summary}" for name, summary, _ in _parser().commands]
+    lines += [f"  {name:<11} {summary}" for name, summary in _parser().commands]
     lines.append("\nsee 'taskrpc --help' for options, 'taskrpc COMMAND --help' for one command")
     return "\n".join(lines)
 
@@ -613,6 +564,49 @@ examples:
 
 exit status:
 """ + "\n".join(f"  {status.value:>3}  {meaning}" for status, meaning in EXIT_MEANINGS.items())
+
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+# name, aliases, what runs it, summary (help), example, its arguments; in --help's order
+_COMMAND_TABLE: list[tuple[str, tuple[str, ...], Command | Offline, str, str, Arguments]] = [
+    (
+        "submit",
+        ("task",),
+        submit,
+        "queue a job and print its id",
+        "id=$(taskrpc submit reverse пример)",
+        _submit_arguments,
+    ),
+    ("status", (), status, "print a job's status line", "taskrpc status $id", _id_argument),
+    ("result", (), result, "print a done job's result", "taskrpc result $id", _result_arguments),
+    (
+        "wait",
+        (),
+        wait,
+        "submit a job (or take --id), show its live status, print its result",
+        "taskrpc wait swap пример      # or: taskrpc wait --id $id",
+        _wait_arguments,
+    ),
+    (
+        "list",
+        (),
+        list_jobs,
+        "list jobs, newest first",
+        "taskrpc list --status queued",
+        _list_arguments,
+    ),
+    ("cancel", (), cancel, "cancel a queued or running job", "taskrpc cancel $id", _id_argument),
+    ("types", (), types, "list the job types", "taskrpc types", _no_arguments),
+    (
+        "completion",
+        (),
+        completion,
+        "print a shell completion script",
+        'eval "$(taskrpc completion bash)"   # in ~/.bashrc',
+        _completion_arguments,
+    ),
+]
+_COMMANDS = frozenset(word for name, aliases, *_ in _COMMAND_TABLE for word in (name, *aliases))
 
 
 if __name__ == "__main__":
