@@ -3,9 +3,11 @@
 This module is a leaf: it imports nothing from the package, so the server, the
 CLI and the dashboard can all import it cheaply. Clients never hard-code a
 string that is defined here.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: with it, every field of the TypedDicts below
+is a string that `typing` compiles one by one when this module loads, 60 % of its import
+and 7 % of `taskrpc status`'s start-up (bench row "`taskrpc status ID` wall time").
+"""
 
 import enum
 from typing import Any, TypedDict
@@ -100,7 +102,7 @@ class RpcError(Exception):
         return self.message
 
     @staticmethod
-    def from_error(code: int, message: str, data: Any = None) -> RpcError:
+    def from_error(code: int, message: str, data: Any = None) -> "RpcError":
         """Rebuild the exception a server sent as an error object.
 
         A known code gives its class (so `except ServerBusy` works on the client); an
