@@ -1,16 +1,10 @@
-"""The `taskrpc` program: `cli.main.main` run as a one-shot process, started and ended fast.
+"""The `taskrpc` program: `cli.main.main` run as a one-shot process that ends fast.
 
-Two things a long-lived Python process needs and a one-shot command does not, measured on
-the bench row "`taskrpc status ID` wall time" (BENCHMARKS.md):
-
-- The cyclic garbage collector. Importing allocates tens of thousands of objects that all
-  live until exit, and each full collection walks all of them again: for `status`, several
-  collections during start-up. It stays off for the run; a `wait` that runs for hours makes
-  a few small objects per long poll, so nothing piles up.
-- Tearing the interpreter down: freeing every object of every module one by one, which
-  costs as much as a tenth of the command. The command has closed its connection by then;
-  the exit functions (`atexit`: coverage's, for one) still run, and the output is flushed,
-  before the process ends with `os._exit`.
+A normal interpreter exit tears everything down, freeing every object of every module
+one by one: 10 % of `taskrpc status`'s instructions (bench row "`taskrpc status ID` wall
+time", BENCHMARKS.md), for a process about to vanish. The command has closed its
+connection by then; the exit functions (`atexit`: coverage's, for one) still run and the
+output is flushed, then the process ends with `os._exit`.
 
 `cli.main.main` itself returns its status and leaves the process alone, for tests and for
 anyone calling it from Python.
@@ -19,7 +13,6 @@ anyone calling it from Python.
 from __future__ import annotations
 
 import atexit
-import gc
 import os
 import sys
 from typing import NoReturn
@@ -27,11 +20,10 @@ from typing import NoReturn
 
 def run() -> NoReturn:
     """Run `taskrpc` with the arguments of this process, then end it with the exit status."""
-    gc.disable()
     from cli.main import main
 
     status = main()
-    atexit._run_exitfuncs()  # what a normal exit would run first; os._exit skips it
+    atexit._run_exitfuncs()  # what a normal exit runs first; os._exit would skip it
     os._exit(_flushed(status))
 
 

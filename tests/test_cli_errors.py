@@ -267,6 +267,23 @@ def test_no_command_lists_the_commands() -> None:
         assert re.search(rf"^  {command} +\S", done.stderr, re.MULTILINE), command
 
 
+def test_an_option_value_that_names_a_command_stays_a_value(server_process: ServerProcess) -> None:
+    """`--token list types` runs `types`: the parser built for the first command-like word
+    fails, and the whole parser reads the line as it always has."""
+    done = run_cli("--token", "list", "--json", "types", url=server_process.url)
+    assert done.returncode == 0, done.stderr
+    assert "reverse" in {found["name"] for found in json.loads(done.stdout)}
+
+
+@pytest.mark.parametrize("help_option", ["-h", "--help", "--he"])
+def test_help_before_the_command_lists_every_command(help_option: str) -> None:
+    """`taskrpc -h status` is the main help, listing every command, not only `status`."""
+    done = run_cli(help_option, "status")
+    assert done.returncode == 0, done.stderr
+    for command in ("submit", "status", "result", "wait", "list", "cancel", "types", "completion"):
+        assert re.search(rf"^    {command}\b", done.stdout, re.MULTILINE), command
+
+
 def test_stdin_on_a_terminal_says_it_is_reading(server_process: ServerProcess) -> None:
     """`submit TYPE -` with a terminal on stdin says how to end the text, then reads it."""
     status, out, err = on_terminal(
