@@ -1,7 +1,9 @@
 """`taskrpc status ID` wall time against `python -c pass`, alone and four at once.
 
-Both commands run side by side (interleaved) in the same run, so machine load hits
-them alike; the ratio is what the target is about (issue 12: ≤ 2.5 x).
+The commands run side by side (interleaved) in the same run, so machine load hits them
+alike; the ratio is what the target is about (issue 12: ≤ 2.5 x). A third, reported,
+is the floor (`bench/cli_floor.py`): the same call with only what issue 12 requires
+(argparse, jsonrpcclient, a socket), nothing of ours.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ def _wall(argv: Sequence[str], copies: int = 1) -> float:
     return time.perf_counter() - start
 
 
-def _side_by_side(ours: Sequence[str], copies: int) -> tuple[float, float]:
-    """Median wall time of `ours` and of `python -c pass`, interleaved, in milliseconds."""
-    mine, bare = [], []
+def _side_by_side(commands: Sequence[Sequence[str]], copies: int) -> list[float]:
+    """Median wall time of each command, the commands interleaved, in milliseconds."""
+    times: list[list[float]] = [[] for _ in commands]
     for _ in range(RUNS):
-        mine.append(_wall(ours, copies))
-        bare.append(_wall([sys.executable, "-c", "pass"], copies))
-    return median(mine) * 1e3, median(bare) * 1e3
+        for command, taken in zip(commands, times, strict=True):
+            taken.append(_wall(command, copies))
+    return [median(taken) * 1e3 for taken in times]
 
 
 def rows() -> list[Row]:
@@ -54,13 +56,18 @@ def rows() -> list[Row]:
         rpc = Rpc(server.port)
         job = rpc.call("submit", type="reverse", data="hello world")
         rpc.close()
-        command = [*cli, "--url", f"http://127.0.0.1:{server.port}", "status", job["id"]]
-        _wall(command)  # first run: cold caches
-        log(f"CLI: taskrpc status ID and python -c pass, {RUNS} runs each, interleaved")
-        alone = _side_by_side(command, 1)
-        log(f"CLI: the same, {PARALLEL} at once")
-        parallel = _side_by_side(command, PARALLEL)
-    ours_ms, bare_ms = alone
+        arguments = ["--url", f"http://127.0.0.1:{server.port}", "status", job["id"]]
+        commands = [
+            [*cli, *arguments],
+            [sys.executable, "-c", "pass"],
+            [sys.executable, "-c", "from bench.cli_floor import main; main()", *arguments],
+        ]
+        for command in commands:
+            _wall(command)  # first run: cold caches
+        log(f"CLI: taskrpc status ID, python -c pass, the floor: {RUNS} runs each, interleaved")
+        ours_ms, bare_ms, floor_ms = _side_by_side(commands, 1)
+        log(f"CLI: taskrpc status ID and python -c pass, {PARALLEL} at once")
+        parallel = _side_by_side(commands[:2], PARALLEL)
     ratio = ours_ms / bare_ms
     return [
         Row(
@@ -70,7 +77,17 @@ def rows() -> list[Row]:
             ratio,
             f"≤ {TARGET:g} x",
             ratio <= TARGET,
-            f"{ours_ms - bare_ms:.0f} ms over bare interpreter start-up",
+            f"{ours_ms - bare_ms:.0f} ms over bare interpreter start-up; "
+            f"{ours_ms - floor_ms:.0f} ms over the floor (next row)",
+        ),
+        Row(
+            f"floor: argparse + jsonrpcclient + socket, one call, median of {RUNS}",
+            f"{floor_ms:.0f} ms",
+            f"{bare_ms:.0f} ms python -c pass",
+            floor_ms / bare_ms,
+            "report",
+            None,
+            "bench/cli_floor.py: what issue 12 requires, nothing of ours",
         ),
         Row(
             f"`taskrpc status ID`, {PARALLEL} at once, median of {RUNS}",
