@@ -20,11 +20,12 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from backend.protocol import StorageUnavailable
 
@@ -35,6 +36,13 @@ APPLICATION_ID = 0x7461736B  # "task": marks a SQLite file as ours (PRAGMA appli
 SCHEMA_VERSION = 2  # PRAGMA user_version of the files this version writes
 MAX_BATCH = 4096  # writes in one commit at most
 VACUUM_PAGES = 256  # free pages that trigger an incremental vacuum
+MOST_ROWS = 512  # rows one statement inserts at most
+# Seconds a thread may hold the interpreter lock while another waits for it (Python's
+# default is 5 ms). The writer thread gives the lock back around each SQLite call, and a
+# busy loop then keeps it for a whole interval: at 5 ms, the few calls of one commit
+# cost it more than its fsync (bench: journal batches).
+SWITCH_INTERVAL = 0.0005
+_writers: list[float] = []  # the switch interval each running writer thread found at start
 _HEADER = b"SQLite format 3\x00"
 _NO_PAGE_LIMIT = 0xFFFFFFFE  # SQLite's largest max_page_count
 _STARTING = "-"  # the URL in the lock file until the server listens
@@ -62,6 +70,7 @@ COLUMNS = (
     "seq, id, type, data, delay, status, submitted_at, started_at, finished_at, result, error, "
     "attempts"
 )
+T = TypeVar("T")
 Row = tuple[int, str, str, str, float, str, float, float | None, float | None, str | None,
             str | None, int]  # fmt: skip
 
@@ -84,6 +93,18 @@ def resolve(db: str | None, environ: Mapping[str, str]) -> str:
     return str(default_path(environ)) if db is None else db
 
 
+@dataclass(frozen=True, slots=True)
+class Shared(Generic[T]):
+    """A kind of write that many callers make at once (a submit's insert). The calls of one
+    turn of the loop become one write: `work(journal, items)` in the transaction (one
+    statement for them all, not one each), `apply(items, outcome)` on the loop once it is on
+    disk, `undo(items)` on the loop if it never will be."""
+
+    work: Callable[[Journal, list[T]], Any]
+    apply: Callable[[list[T], Any], None]
+    undo: Callable[[list[T]], None]
+
+
 @dataclass(slots=True)
 class _Write:
     """One write for the thread: `work` runs in the transaction, `apply` on the loop after
@@ -93,6 +114,63 @@ class _Write:
     apply: Callable[[Any], Any] | None
     future: asyncio.Future[Any] | None
     undo: Callable[[], None] | None = None
+
+    def run(self, journal: Journal) -> Any:
+        return self.work(journal)
+
+    def done(self, outcome: Any) -> None:
+        """On disk: apply it, then answer the caller (apply's error goes to the caller)."""
+        future = self.future
+        try:
+            value = outcome if self.apply is None else self.apply(outcome)
+        except Exception as exc:
+            logger.exception("applying a committed change failed")
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def fail(self, error: Exception) -> None:
+        if self.undo is not None:
+            self.undo()
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(error)
+
+
+@dataclass(slots=True)
+class _Group(Generic[T]):
+    """The `Shared` writes of one turn of the loop: one write, a future per caller."""
+
+    kind: Shared[T]
+    items: list[T]
+    futures: list[asyncio.Future[None]]
+
+    def run(self, journal: Journal) -> Any:
+        return self.kind.work(journal, self.items)
+
+    def done(self, outcome: Any) -> None:
+        try:
+            self.kind.apply(self.items, outcome)
+        except Exception as exc:
+            logger.exception("applying a committed change failed")
+            _settle(self.futures, exc)
+            return
+        _settle(self.futures, None)
+
+    def fail(self, error: Exception) -> None:
+        self.kind.undo(self.items)
+        _settle(self.futures, error)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    """Answer every caller still waiting (one that stopped waiting has a cancelled future)."""
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 class Journal:
@@ -104,12 +182,14 @@ class Journal:
         self.connection: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writes: queue.SimpleQueue[list[_Write] | None] = queue.SimpleQueue()
-        self._outbox: list[_Write] = []  # writes made in this turn of the loop, not yet handed
+        self._writes: queue.SimpleQueue[list[_Write | _Group[Any]] | None] = queue.SimpleQueue()
+        self._outbox: list[_Write | _Group[Any]] = []  # writes of this turn, not yet handed
+        self._group: _Group[Any] | None = None  # the last of the outbox, if callers may join it
         self._thread: threading.Thread | None = None
         self._failing = False  # the last commit failed: say so once, and once when it works
         self._deleted = 0  # rows deleted since the last look at the free pages
         self.commits = 0  # transactions committed so far (how well writes are grouped)
+        self._max_parameters = 999  # parameters of one statement (SQLite's limit, read at open)
         self.stopped = False
 
     # -- opening (in a thread, before the server answers anyone) ----------------------
@@ -199,6 +279,7 @@ class Journal:
         if new:
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self._max_parameters = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         if version < SCHEMA_VERSION:
@@ -228,6 +309,8 @@ class Journal:
     def start(self) -> None:
         """Start the writer thread; results come back on the running loop."""
         self._loop = asyncio.get_running_loop()
+        _writers.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_writers[0], SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._run, name="taskrpc-journal", daemon=True)
         self._thread.start()
 
@@ -251,12 +334,32 @@ class Journal:
         self._hand(_Write(work, apply, future, undo))
         return future
 
+    def join(self, kind: Shared[T], item: T) -> asyncio.Future[None]:
+        """Add `item` to this turn's write of `kind` (made at the first call): once it is on
+        disk, `kind.apply` runs for all its items and the future gets None; when the commit
+        fails, `kind.undo` runs and the future gets `StorageUnavailable`. One write and one
+        statement for a batch of submits, not one each (bench: journal batches)."""
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self.stopped:
+            kind.undo([item])
+            future.set_exception(StorageUnavailable("storage unavailable: the server is stopping"))
+            return future
+        group = self._group
+        if group is None or group.kind is not kind:
+            group = _Group(kind, [], [])
+            self._hand(group)
+            self._group = group
+        group.items.append(item)
+        group.futures.append(future)
+        return future
+
     def post(self, work: Callable[[Journal], Any]) -> None:
         """Run `work` in the next commit; nobody waits for it (a failure is only logged)."""
         if not self.stopped:
             self._hand(_Write(work, None, None))
 
-    def _hand(self, write: _Write) -> None:
+    def _hand(self, write: _Write | _Group[Any]) -> None:
         """Queue a write for the thread at the end of this turn of the loop, with every other
         write this turn makes: a batch of requests then shares one commit (bench: journal
         batches), instead of the thread taking the first few and fsyncing them alone."""
@@ -264,10 +367,18 @@ class Journal:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
         self._outbox.append(write)
+        self._group = None  # a later join starts a new group: the order of writes holds
 
     def _flush(self) -> None:
         writes, self._outbox = self._outbox, []
+        self._group = None
         self._writes.put(writes)
+
+    def most_rows(self, columns: int) -> int:
+        """Rows of `columns` parameters that one statement may carry: a power of two, at
+        most MOST_ROWS (SQLite allows 999 parameters before 3.32, 32 766 since)."""
+        fit = max(1, self._max_parameters // columns)
+        return min(MOST_ROWS, 1 << (fit.bit_length() - 1))
 
     def limit_pages(self, extra: int | None) -> asyncio.Future[Any]:
         """Let the file grow by at most `extra` pages (None: no limit but SQLite's own).
@@ -291,6 +402,7 @@ class Journal:
                 self._flush()
             self._writes.put(None)
             await asyncio.to_thread(self._thread.join)
+            sys.setswitchinterval(_writers.pop())  # the first one started puts Python's back
         await asyncio.to_thread(self._release)  # closing checkpoints the WAL: disk I/O
 
     def _release(self) -> None:
@@ -326,13 +438,13 @@ class Journal:
             if stop:
                 return
 
-    def _commit(self, batch: list[_Write]) -> None:
+    def _commit(self, batch: list[_Write | _Group[Any]]) -> None:
         connection = self.connection
         assert connection is not None
         first_seq = self.next_seq
         try:
             connection.execute("BEGIN IMMEDIATE")
-            outcomes = [write.work(self) for write in batch]
+            outcomes = [write.run(self) for write in batch]
             connection.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # a full disk, or a bug: the thread must go on either way
@@ -365,23 +477,15 @@ class Journal:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(callback, *args)
 
-    def _done(self, batch: list[_Write], outcomes: list[Any]) -> None:
+    def _done(self, batch: list[_Write | _Group[Any]], outcomes: list[Any]) -> None:
         """On the loop: the batch is on disk; apply each write in order, then answer it."""
         if self._failing:
             self._failing = False
             logger.warning("the database %s is writable again", self.path)
         for write, outcome in zip(batch, outcomes, strict=True):
-            try:
-                value = outcome if write.apply is None else write.apply(outcome)
-            except Exception as exc:
-                logger.exception("applying a committed change failed")
-                if write.future is not None and not write.future.done():
-                    write.future.set_exception(exc)
-                continue
-            if write.future is not None and not write.future.done():
-                write.future.set_result(value)
+            write.done(outcome)
 
-    def _failed(self, batch: list[_Write], exc: Exception) -> None:
+    def _failed(self, batch: list[_Write | _Group[Any]], exc: Exception) -> None:
         """On the loop: nothing of the batch is on disk; each waiting writer gets -32009."""
         if not self._failing:
             self._failing = True
@@ -391,7 +495,4 @@ class Journal:
             "nothing was changed, try again later"
         )
         for write in batch:
-            if write.undo is not None:
-                write.undo()
-            if write.future is not None and not write.future.done():
-                write.future.set_exception(error)
+            write.fail(error)

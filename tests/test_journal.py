@@ -9,16 +9,17 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from backend.journal import SCHEMA_VERSION, Refused, default_path
+from backend.journal import SCHEMA_VERSION, SWITCH_INTERVAL, Refused, default_path
 from backend.journaled import JournaledStore
 from backend.protocol import ErrorCode, JobStatus, StorageUnavailable
 from backend.settings import Settings
-from backend.store import Limits
+from backend.store import Job, Limits
 from backend.worker import Worker
 from cli.client import Client
 from tests.conftest import BIN, FAST, StartServer, spawn_server, until
@@ -385,3 +386,71 @@ async def test_a_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Refused, match="is a folder; give --db a file name in it"):
         await JournaledStore(str(tmp_path)).open()
     assert not await asyncio.to_thread(os.path.exists, f"{tmp_path}.lock")
+
+
+async def test_submits_of_one_turn_are_one_write_in_order_past_a_statement(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """Submits made together are one commit, queued and on disk in their order, even when
+    they are more than one INSERT statement carries."""
+    path = tmp_path / "jobs.db"
+    store = await open_store(opened, path, time_scale=100.0)
+    count = store.journal.most_rows(6) + 3  # a full statement and a padded one
+    commits = store.journal.commits
+    jobs = await asyncio.gather(*(store.submit("swap", f"n{n}") for n in range(count)))
+    assert store.journal.commits - commits == 1
+    assert [job.seq for job in jobs] == list(range(count))
+    assert [job.data for job in store.newest()][::-1] == [f"n{n}" for n in range(count)]
+    on_disk = rows(path, "SELECT seq, id, data, status, attempts FROM jobs ORDER BY seq")
+    assert on_disk == [(job.seq, job.id, job.data, "queued", 0) for job in jobs]
+
+
+async def test_a_submit_whose_caller_left_is_still_kept_and_the_others_answered(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A submit cancelled while its commit is on its way does not fail the submits it shares
+    the commit with; its job, on disk, is queued too."""
+    path = tmp_path / "jobs.db"
+    store = await open_store(opened, path, time_scale=100.0)
+    tasks = [asyncio.create_task(store.submit("swap", f"n{n}")) for n in range(3)]
+    await asyncio.sleep(0)  # each has joined this turn's write
+    tasks[1].cancel()
+    first, _, last = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(first, Job)
+    assert isinstance(last, Job)
+    await until(lambda: store.queued == 3)
+    assert [data for (data,) in rows(path, "SELECT data FROM jobs ORDER BY seq")] == [
+        "n0",
+        "n1",
+        "n2",
+    ]
+
+
+async def test_a_failed_insert_frees_its_room_in_the_queue(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """Submits that never reached the disk are -32009 and no longer count against max_queued."""
+    store = await open_store(opened, tmp_path / "jobs.db", time_scale=100.0, max_queued=4)
+    await store.journal.limit_pages(0)
+    results = await asyncio.gather(
+        *(store.submit("swap", "z" * 5_000) for _ in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(result, StorageUnavailable) for result in results)
+    await store.journal.limit_pages(None)
+    jobs = await asyncio.gather(*(store.submit("swap", "fits") for _ in range(4)))
+    assert store.queued == len(jobs) == 4
+
+
+async def test_the_switch_interval_is_short_while_a_writer_runs(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A running journal shortens Python's switch interval; the last one stopped puts it back."""
+    before = sys.getswitchinterval()
+    first = await open_store(opened, tmp_path / "a.db")
+    second = await open_store(opened, tmp_path / "b.db")
+    assert sys.getswitchinterval() == min(before, SWITCH_INTERVAL)
+    for store in (first, second):
+        store.close()
+        await store.shutdown()
+        opened.remove(store)
+    assert sys.getswitchinterval() == before
