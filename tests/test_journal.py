@@ -415,7 +415,8 @@ async def test_a_submit_whose_caller_left_is_still_kept_and_the_others_answered(
     tasks = [asyncio.create_task(store.submit("swap", f"n{n}")) for n in range(3)]
     await asyncio.sleep(0)  # each has joined this turn's write
     tasks[1].cancel()
-    first, _, last = await asyncio.gather(*tasks, return_exceptions=True)
+    async with asyncio.timeout(10):
+        first, _, last = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(first, Job)
     assert isinstance(last, Job)
     await until(lambda: store.queued == 3)
