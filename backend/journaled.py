@@ -39,19 +39,19 @@ _INSERT = (
 _INSERT_COLUMNS = 6  # parameters of one row
 _CANCEL = (
     "UPDATE jobs SET status = 'cancelled', finished_at = ? "
-    "WHERE id = ? AND status IN ('queued', 'running')"
+    "WHERE seq = ? AND status IN ('queued', 'running')"
 )
 _START = (
     "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 "
-    "WHERE id = ? AND status = 'queued'"
+    "WHERE seq = ? AND status = 'queued'"
 )
 _FINISH = (
     "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ? "
-    "WHERE id = ? AND status = 'running'"
+    "WHERE seq = ? AND status = 'running'"
 )
 _REQUEUE = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"
 _FAIL = (
-    "UPDATE jobs SET status = 'failed', finished_at = ?, started_at = NULL, error = ? WHERE id = ?"
+    "UPDATE jobs SET status = 'failed', finished_at = ?, started_at = NULL, error = ? WHERE seq = ?"
 )
 _DELETE = "DELETE FROM jobs WHERE seq = ?"
 
@@ -117,7 +117,7 @@ class JournaledStore(MemoryStore):
             if rows:
                 self._cancel(job, at)
 
-        await self._journal.write(_statement(_CANCEL, (at, job.id)), apply)
+        await self._journal.write(_statement(_CANCEL, (at, job.seq)), apply)
         if job.status is not JobStatus.CANCELLED:  # it finished while the cancel was written
             check_cancellable(job)
         return job
@@ -141,7 +141,7 @@ class JournaledStore(MemoryStore):
             if rows:
                 self._begin(job, at)
 
-        await self._journal.write(_statement(_START, (at, job.id)), apply)
+        await self._journal.write(_statement(_START, (at, job.seq)), apply)
         return job.status is JobStatus.RUNNING
 
     async def finish(
@@ -153,11 +153,11 @@ class JournaledStore(MemoryStore):
         """
         at = self._clock()
         after = self._next_queued()
-        finish = (status.value, at, result, error, job.id)
+        finish = (status.value, at, result, error, job.seq)
 
         def work(journal: Journal) -> tuple[int, int]:
             ended = _execute(journal, _FINISH, finish)
-            started = 0 if after is None else _execute(journal, _START, (at, after.id))
+            started = 0 if after is None else _execute(journal, _START, (at, after.seq))
             return ended, started
 
         def apply(rows: tuple[int, int]) -> None:
@@ -258,7 +258,7 @@ class JournaledStore(MemoryStore):
                 if job.attempts >= self.limits.max_attempts:
                     job.status, job.error = JobStatus.FAILED, f"interrupted {job.attempts} times"
                     job.finished_at = now
-                    fixes.append(_statement(_FAIL, (now, job.error, job.id)))
+                    fixes.append(_statement(_FAIL, (now, job.error, job.seq)))
                 elif row[5] == JobStatus.RUNNING:
                     fixes.append(_statement(_REQUEUE, ()))
             self._jobs[job.id] = job

@@ -455,3 +455,29 @@ async def test_the_switch_interval_is_short_while_a_writer_runs(
         await store.shutdown()
         opened.remove(store)
     assert sys.getswitchinterval() == before
+
+
+async def test_schema_2_loses_the_id_index_and_keeps_its_jobs_and_seqs(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A file of schema 2 is rebuilt without the index on `id`: its jobs come back as they
+    were, changes find their rows by seq, and seqs given before (even forgotten) stay used."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript((FIXTURES / "journal_v2.sql").read_text())
+    store = await open_store(opened, path)
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "SELECT name FROM sqlite_master WHERE type = 'index'") == []
+    assert store.result("aaaaaaaaaaaaaaaa") == "tsrif"
+    interrupted = await store.take()
+    assert (interrupted.id, interrupted.attempts) == ("bbbbbbbbbbbbbbbb", 2)
+    await store.finish(interrupted, JobStatus.DONE, result="dnoces")
+    await store.cancel("cccccccccccccccc")
+    new = await store.submit("swap", "new")
+    assert new.seq == 10
+    assert rows(path, "SELECT seq, status, attempts FROM jobs ORDER BY seq") == [
+        (0, "done", 1),
+        (1, "done", 2),
+        (2, "cancelled", 1),  # started by the finish before it, then cancelled
+        (10, "queued", 0),
+    ]
