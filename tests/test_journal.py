@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -481,3 +482,33 @@ async def test_schema_2_loses_the_id_index_and_keeps_its_jobs_and_seqs(
         (2, "cancelled", 1),  # started by the finish before it, then cancelled
         (10, "queued", 0),
     ]
+
+
+async def test_submits_that_arrive_during_a_commit_share_the_next_one(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """Submits of several turns of the loop made while a commit is on its way are the next
+    commit, all of them: each answered, in their order."""
+    path = tmp_path / "jobs.db"
+    store = await open_store(opened, path, time_scale=100.0)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(journal: object) -> None:
+        started.set()
+        release.wait(10)
+
+    commits = store.journal.commits
+    blocker = store.journal.write(slow)
+    await asyncio.to_thread(started.wait, 10)
+    tasks = []
+    for turn in range(3):  # each turn's submits are handed to the thread on their own
+        tasks += [asyncio.create_task(store.submit("swap", f"{turn}.{n}")) for n in range(2)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+    release.set()
+    async with asyncio.timeout(10):
+        await blocker
+        jobs = await asyncio.gather(*tasks)
+    assert store.journal.commits - commits == 2
+    assert [job.data for job in jobs] == [f"{turn}.{n}" for turn in range(3) for n in range(2)]
+    assert [job.seq for job in jobs] == sorted(job.seq for job in jobs)
