@@ -5,7 +5,9 @@ second server off it, and runs every write on one writer thread. Writes that arr
 while a commit is on disk wait and then share the next commit (group commit), so a
 burst of submits costs a few fsyncs, not one each. The event loop never touches the
 disk: it hands the thread a small function and gets the outcome back, in commit order,
-through one callback per commit.
+through one callback per commit. Writes that many callers make alike (a submit's insert)
+are `Shared`: those of one commit are one write and a few statements, because the thread
+waits for the interpreter lock after each statement while the loop is busy.
 
 The file is a plain SQLite database with one `jobs` table (see the README), in WAL mode
 with `synchronous=FULL`: a commit is on disk when it returns.

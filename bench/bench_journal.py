@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -52,28 +53,41 @@ def rows() -> list[Row]:
 def _throughput() -> list[Row]:
     batched: dict[str, list[LoadResult]] = {"memory": [], "journal": []}
     single: dict[str, list[LoadResult]] = {"memory": [], "journal": []}
-    status: dict[str, list[LoadResult]] = {"bare": [], "journal": []}
+    status: dict[str, list[LoadResult]] = {"bare": [], "memory": [], "journal": []}
     flags = ("--time-scale", "1000", "--max-queued", "10000000")
     with (
         Server.taskrpc(*flags, "--db", ":memory:") as memory,
         Server.taskrpc(*flags) as journal,
     ):
-        rpc = Rpc(journal.port)
-        rpc.call("submit", type="reverse", data="hello")  # runs "forever": the next one waits
-        job = rpc.call("submit", type="reverse", data=TEXT)
+        asks = {
+            name: _status_body(server)
+            for name, server in (("memory", memory), ("journal", journal))
+        }
         submit = rpc_body("submit", {"type": "reverse", "data": TEXT})
         calls = (rpc_body("submit", {"type": 1, "data": TEXT}, i) for i in range(BATCH))
         batch = b"[" + b",".join(calls) + b"]"
-        ask = rpc_body("status", {"id": job["id"]})
-        with job_file(rpc.call("status", id=job["id"])) as path, Server.bare(path) as bare:
+        rpc = Rpc(journal.port)
+        job = rpc.post(json.loads(asks["journal"]))["result"]
+        rpc.close()
+        with job_file(job) as path, Server.bare(path) as bare:
+            asks["bare"] = asks["journal"]
+            servers = {"bare": bare, "memory": memory, "journal": journal}
             for round_ in range(ROUNDS):
                 log(f"journal vs memory: submits and status, round {round_ + 1}/{ROUNDS}")
                 for name, server in (("memory", memory), ("journal", journal)):
                     batched[name].append(run_load(server, batch, connections=4, duration=DURATION))
                     single[name].append(run_load(server, submit, connections=10, duration=DURATION))
-                status["bare"].append(run_load(bare, ask, connections=10, duration=DURATION))
-                status["journal"].append(run_load(journal, ask, connections=10, duration=DURATION))
-        rpc.close()
+                for name in status:
+                    status[name].append(
+                        run_load(servers[name], asks[name], connections=10, duration=DURATION)
+                    )
+        queued = {
+            name: _queued(server) for name, server in (("memory", memory), ("journal", journal))
+        }
+    state = (
+        f"asked for the 2nd job of a queue of {queued['journal']:,} (memory-only: "
+        f"{queued['memory']:,}) with the 1st running, after the submit rounds"
+    )
     return [
         _ratio_row(
             f"journal: submit jobs/s, batches of {BATCH} (4 conn.)",
@@ -89,8 +103,34 @@ def _throughput() -> list[Row]:
             1,
             0.5,
         ),
-        _ratio_row("journal: status calls/s (10 conn.)", status, ("journal", "bare"), 1, 0.8),
+        _ratio_row(
+            "journal: status calls/s (10 conn.)", status, ("journal", "bare"), 1, 0.8, state
+        ),
+        _ratio_row(
+            "journal: status calls/s vs memory-only, same state (10 conn.)",
+            status,
+            ("journal", "memory"),
+            1,
+            0.9,
+            "no disk read on the path: the journal's status is memory-only's",
+        ),
     ]
+
+
+def _status_body(server: Server) -> bytes:
+    """A `status` call for the 2nd job of `server`, queued behind a 1st that runs "forever"."""
+    rpc = Rpc(server.port)
+    rpc.call("submit", type="reverse", data="hello")  # runs 1000 x its delay: the next one waits
+    job = rpc.call("submit", type="reverse", data=TEXT)
+    rpc.close()
+    return rpc_body("status", {"id": job["id"]})
+
+
+def _queued(server: Server) -> int:
+    rpc = Rpc(server.port)
+    queued: int = rpc.health()["queued"]
+    rpc.close()
+    return queued
 
 
 def _ratio_row(
@@ -99,10 +139,11 @@ def _ratio_row(
     names: tuple[str, str],
     per_call: int,
     target: float,
+    note: str = "",
 ) -> Row:
     ours, base = names
     ratio = median([o.rate / b.rate for o, b in zip(runs[ours], runs[base], strict=True)])
-    errors = sum(r.errors for results in runs.values() for r in results)
+    errors = sum(r.errors for name in names for r in runs[name])
     return Row(
         what,
         f"{median([r.rate for r in runs[ours]]) * per_call:,.0f}/s",
@@ -111,8 +152,12 @@ def _ratio_row(
         f"≥ {target} x {base}",
         ratio >= target and errors == 0,
         f"p50 {median([r.p50_ms for r in runs[ours]]):.2f} ms vs "
-        f"{median([r.p50_ms for r in runs[base]]):.2f} ms"
-        + (f"; {errors} errors" if errors else ""),
+        f"{median([r.p50_ms for r in runs[base]]):.2f} ms; server CPU/"
+        f"{'job' if per_call > 1 else 'call'} "
+        f"{median([r.server_cpu_us for r in runs[ours]]) / per_call:.0f} µs vs "
+        f"{median([r.server_cpu_us for r in runs[base]]) / per_call:.0f} µs"
+        + (f"; {errors} errors" if errors else "")
+        + (f"; {note}" if note else ""),
     )
 
 
