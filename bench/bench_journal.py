@@ -3,6 +3,11 @@
 Submits (batched, and single calls from 10 connections), `status` calls/s against the bare
 aiohttp handler, the gap between two jobs, the restart time with 100 000 queued and 10 000
 finished jobs, and memory per queued job.
+
+`status` is asked of both servers in the state the submit rounds leave them in (about
+100 000 queued jobs, the first running), and the memory-only server is the control: the
+journaled server's CPU per call against it is what "no disk read on the path" means; the
+ratio against the bare handler is the request path's (the same for both servers).
 """
 
 from __future__ import annotations
@@ -106,13 +111,10 @@ def _throughput() -> list[Row]:
         _ratio_row(
             "journal: status calls/s (10 conn.)", status, ("journal", "bare"), 1, 0.8, state
         ),
-        _ratio_row(
-            "journal: status calls/s vs memory-only, same state (10 conn.)",
+        _cpu_row(
+            "journal: status, server CPU per call vs memory-only, same state (10 conn.)",
             status,
-            ("journal", "memory"),
-            1,
             0.9,
-            "no disk read on the path: the journal's status is memory-only's",
         ),
     ]
 
@@ -131,6 +133,25 @@ def _queued(server: Server) -> int:
     queued: int = rpc.health()["queued"]
     rpc.close()
     return queued
+
+
+def _cpu_row(what: str, runs: dict[str, list[LoadResult]], target: float) -> Row:
+    """ "No disk read on the path": the journaled server's CPU per `status` call against the
+    memory-only one's in the same state. CPU per call, not calls/s: on a loaded machine the
+    rates of two servers measured one after the other differ by more than their code does."""
+    ours = median([r.server_cpu_us for r in runs["journal"]])
+    base = median([r.server_cpu_us for r in runs["memory"]])
+    rates = {name: median([r.rate for r in runs[name]]) for name in ("journal", "memory")}
+    return Row(
+        what,
+        f"{ours:.0f} µs",
+        f"{base:.0f} µs memory",
+        base / ours,
+        f"≥ {target} x memory (calls per CPU second)",
+        base / ours >= target,
+        f"{rates['journal']:,.0f} vs {rates['memory']:,.0f} calls/s; the same code answers "
+        "both, from memory",
+    )
 
 
 def _ratio_row(
