@@ -108,11 +108,17 @@ async def rpc(request: web.Request) -> web.Response:
     """POST /rpc: one JSON-RPC request or batch (the gate has checked the head)."""
     settings = request.app[SETTINGS]
     try:
-        # aiohttp never fails the read of a chunked body whose framing breaks once the
-        # handler reads it (nor of one that stalls): without a deadline it would wait for
-        # as long as the client keeps the connection.
-        async with asyncio.timeout(settings.body_timeout):
+        if request.content.is_eof():
+            # The whole body is here already (the usual small one): no deadline to set, and
+            # no timer, took the server's CPU per status call from 114 to 106 µs (A/B,
+            # bench row "status calls/s").
             body = await request.read()
+        else:
+            # aiohttp never fails the read of a chunked body whose framing breaks once the
+            # handler reads it (nor of one that stalls): without a deadline it would wait
+            # for as long as the client keeps the connection.
+            async with asyncio.timeout(settings.body_timeout):
+                body = await request.read()
     except TimeoutError:
         return await _body_too_slow(request, settings.body_timeout)
     except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
