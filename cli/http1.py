@@ -10,16 +10,25 @@ of the connection. `ssl` is imported only for an https:// URL.
 
 from __future__ import annotations
 
+import io
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from io import BufferedReader
 
+    from _typeshed import WriteableBuffer
+
 MAX_LINE = 65536  # bytes in a status, header or chunk-size line (as http.client allows)
 MAX_HEADERS = 100  # header lines in one answer (as http.client allows)
 _NO_BODY = (204, 304)  # answers that never carry a body
 _HEX = b"0123456789abcdefABCDEF"
+# A socket with a timeout makes Python poll() before every send and recv: two system calls
+# more per call. Where a `struct timeval` is two 8-byte fields (64-bit Linux and macOS), the
+# kernel keeps the timeout instead (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket: 101 →
+# 91 µs of client CPU per status call (A/B, bench row "status calls/s, same Python client").
+_KERNEL_TIMEOUTS = sys.platform in ("linux", "darwin") and sys.maxsize > 2**32
 
 
 class NotHttp(Exception):
@@ -58,11 +67,14 @@ class Connection:
         self._host_header = name if self._port == default else f"{name}:{self._port}"
         self._sock: socket.socket | None = None
         self._file: BufferedReader | None = None
+        self._kernel_timeouts = _KERNEL_TIMEOUTS and not https
+        self._timeout: float | None = None  # the one set on the socket
 
     def send(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
         """POST `body` to `path`, connecting first if need be; `timeout` s for each step."""
         sock = self._open(timeout)
-        sock.settimeout(timeout)
+        if timeout != self._timeout:
+            self._set_timeout(sock, timeout)
         lines = [
             f"POST {path} HTTP/1.1",
             f"Host: {self._host_header}",
@@ -70,7 +82,10 @@ class Connection:
             f"Content-Length: {len(body)}",
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
-        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        try:
+            sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        except BlockingIOError:  # SO_SNDTIMEO passed
+            raise TimeoutError("timed out") from None
 
     def read(self) -> Answer:
         """The answer to the request just sent (interim 1xx answers skipped)."""
@@ -109,8 +124,44 @@ class Connection:
 
                 context = ssl.create_default_context()
                 sock = context.wrap_socket(sock, server_hostname=self._host)
-            self._sock, self._file = sock, sock.makefile("rb")
+                self._file = sock.makefile("rb")
+            elif self._kernel_timeouts:
+                sock.settimeout(None)  # blocking: the kernel's timeouts are set in send
+                self._file = io.BufferedReader(_Receiver(sock))
+            else:
+                self._file = sock.makefile("rb")
+            self._sock, self._timeout = sock, None
         return self._sock
+
+    def _set_timeout(self, sock: socket.socket, timeout: float) -> None:
+        if self._kernel_timeouts:
+            whole = int(timeout)
+            micros = min(max(int((timeout - whole) * 1_000_000), 1), 999_999)  # 0 is "never"
+            timeval = whole.to_bytes(8, sys.byteorder) + micros.to_bytes(8, sys.byteorder)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        else:
+            sock.settimeout(timeout)
+        self._timeout = timeout
+
+
+class _Receiver(io.RawIOBase):
+    """A blocking socket's bytes for a BufferedReader: a recv past SO_RCVTIMEO is TimeoutError.
+
+    (`socket.makefile` would answer it with None, which a BufferedReader takes for the end.)
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        try:
+            return self._sock.recv_into(buffer)
+        except BlockingIOError:  # SO_RCVTIMEO passed
+            raise TimeoutError("timed out") from None
 
 
 def _line(file: BufferedReader) -> bytes:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from backend.protocol import JobStatus
 from cli.client import Client
+from cli.http1 import Connection
 from cli.sync import (
     Disconnected,
     JobNotFound,
@@ -282,6 +283,36 @@ async def test_malformed_framing_is_not_taskrpc() -> None:
     ):
         with pytest.raises(NotTaskrpc, match="something that is not HTTP"):
             await raw_types(RawHttp(answer))
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    """A server that takes the request and never answers: the read gives up at the timeout."""
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(TimeoutError):  # closes after 10 s: a failure, not a hang
+            await asyncio.wait_for(done.wait(), 10)
+        writer.close()
+
+    def ask(port: int) -> float:
+        connection = Connection("127.0.0.1", port)
+        connection.send("/rpc", b"{}", {"Content-Type": "application/json"}, timeout=0.3)
+        start = time.monotonic()
+        try:
+            with pytest.raises(TimeoutError):
+                connection.read()
+        finally:
+            connection.close()
+        return time.monotonic() - start
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        try:
+            took = await asyncio.to_thread(ask, server.sockets[0].getsockname()[1])
+        finally:
+            done.set()
+    assert 0.25 <= took < 5
 
 
 async def test_https_to_a_plain_http_server_is_unreachable() -> None:
