@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from backend.app import STORE, start
 from backend.collector import keep_out_of_floods
@@ -18,7 +17,6 @@ from backend.journal import Refused
 from backend.loops import LoopUnavailable, choose
 from backend.settings import Settings, token_on_command_line
 
-FLUSH_EVERY = 0.05  # seconds an info or debug line may wait to be written with others
 USAGE = 2  # exit status: the server cannot start as told (a bad option, an unusable database)
 
 
@@ -88,57 +86,13 @@ class VisibleFormatter(logging.Formatter):
         return visible(super().formatStack(stack_info), multiline=True)
 
 
-class LineHandler(logging.StreamHandler[TextIO]):
-    """Lines to a stream; while the event loop runs, those below WARNING are gathered and
-    written together every FLUSH_EVERY seconds instead of with a write call each.
-
-    A warning or an error is written at once, after every line before it; whatever is
-    gathered is written when logging shuts down, so only a killed server loses any (those
-    of its last FLUSH_EVERY seconds). Server CPU per job in a drain at info: 57 → 53 µs
-    (48 at warning; A/B, bench row "drain, taskrpc logging at info").
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._lines: list[str] = []
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # loop with a flush to come
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record) + self.terminator)
-        except Exception:  # as StreamHandler does: a broken record must not stop the server
-            self.handleError(record)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # starting, stopping, or not the server's thread
-            loop = None
-        if record.levelno >= logging.WARNING or loop is None:
-            self.flush()
-        elif self._flush_on is not loop:
-            self._flush_on = loop
-            loop.call_later(FLUSH_EVERY, self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_on = None
-        self.flush()
-
-    def flush(self) -> None:
-        """Write the gathered lines, then flush the stream."""
-        with self.lock or contextlib.nullcontext():
-            if self._lines:
-                lines, self._lines = "".join(self._lines), []
-                self.stream.write(lines)
-            super().flush()
-
-
 def configure_logging(level: str) -> None:
     """The one place logging is set up: lines on stderr, control characters made visible."""
     # Nothing in our format uses the caller, thread or process of a record: skip looking
     # them up (the logging HOWTO's "Optimization"; bench row "drain … at log level info").
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = LineHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # each line written as it comes
     handler.setFormatter(VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
