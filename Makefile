@@ -42,7 +42,7 @@ bench-peers: $(STAMP)
 # tests that cover it; `make mutate MUTANTS='backend.jobs.*'` for one module. Not in `make test`.
 MUTANTS ?=
 mutate: $(STAMP)
-	nice -n 10 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	nice -n 19 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/python tools/mutation_report.py
 
 clean:
