@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 
 from backend import app as server_app
 from backend.protocol import RPC_PATH, ErrorCode, JobStatus
@@ -287,11 +288,17 @@ async def test_a_body_that_breaks_or_stalls_mid_read_is_answered_by_the_body_dea
 
 
 def _in_rpc_handler() -> bool:
-    """True while a task of this loop is inside the /rpc handler (reading the body)."""
+    """True while a task of this loop is inside the /rpc handler, reading the body.
+
+    The read itself is looked for, not only the handler: under `make mutate` the handler is
+    a wrapper that calls the real one a step later, and a break that arrives before the read
+    starts is the parser's 400, not the deadline's 408."""
     for task in asyncio.all_tasks():
         awaiting: Any = task.get_coro()
+        in_rpc = False
         while awaiting is not None and hasattr(awaiting, "cr_code"):
-            if awaiting.cr_code is server_app.rpc.__code__:
+            in_rpc = in_rpc or awaiting.cr_code is server_app.rpc.__code__
+            if in_rpc and awaiting.cr_code is web.BaseRequest.read.__code__:
                 return True
-            awaiting = awaiting.cr_await  # down the chain of awaits (middlewares, then rpc)
+            awaiting = awaiting.cr_await  # down the chain of awaits (middlewares, rpc, read)
     return False
