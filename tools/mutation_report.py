@@ -1,4 +1,4 @@
-"""Summarise a `mutmut run`: killed K of M covered (P %) per module and overall.
+"""Summarise a `mutmut run`: killed K of M covered (P %) per module, per package and overall.
 
 mutmut keeps each module's verdicts in mutants/<path>.meta (JSON, `exit_code_by_key`).
 "Covered" leaves out the mutants no test reaches (mutmut's "no tests"): with
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         print(f"no {args.root}/: run `make mutate` first", file=sys.stderr)
         return 1
-    totals: Counter[str] = Counter()
+    totals: dict[str, Counter[str]] = {}  # by package (`backend/`), and "overall"
     survivors: list[str] = []
     for module, codes in load(args.root).items():
         if args.prefixes and not module.startswith(tuple(args.prefixes)):
@@ -68,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         if not codes:
             continue
         print(line(module, killed, covered, unchecked))
-        totals.update(killed=killed, covered=covered, unchecked=unchecked)
+        for key in (module.split("/")[0] + "/", "overall"):
+            totals.setdefault(key, Counter()).update(
+                killed=killed, covered=covered, unchecked=unchecked
+            )
         survivors += [f"{name}  {_status(codes[name])}" for name in left]
-    print(line("overall", totals["killed"], totals["covered"], totals["unchecked"]))
+    for key, total in sorted(totals.items(), key=lambda item: item[0] == "overall"):
+        print(line(key, total["killed"], total["covered"], total["unchecked"]))
     args.survivors.write_text("".join(f"{s}\n" for s in survivors), encoding="utf-8")
     print(f"{len(survivors)} survivors in {args.survivors} (`mutmut show NAME` for the diff)")
     return 0
