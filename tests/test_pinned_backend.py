@@ -6,7 +6,17 @@ Each test here failed with the mutants it is about applied (`mutmut apply NAME`,
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 
+import pytest
+import uvloop
+
+from backend.envelope import parse
+from backend.loops import LoopUnavailable, choose
+from backend.main import VisibleFormatter
+from backend.pacing import SLICE, side_by_side
+from backend.protocol import ParseError
 from backend.waiters import Waiters
 from tests.conftest import until
 
@@ -25,3 +35,80 @@ async def test_the_seqs_of_dropped_position_waits_do_not_pile_up() -> None:
     await until(lambda: waiters.count == 1, what="a new parked wait")
     waiters.wake_positions_behind(4999)
     await asyncio.wait_for(kept, 5)
+
+
+def test_each_parse_error_says_what_is_wrong() -> None:
+    """A body that is not strict JSON is a parse error whose data names the reason."""
+    for body, says in [
+        (b"NaN", "NaN is not valid JSON"),
+        (b"[-Infinity]", "-Infinity is not valid JSON"),
+        (b"[1e400]", "number 1e400 is too large"),
+        (b"\xff", "the body is not valid UTF-8"),
+        (b"[" * 100_000, "the JSON is nested too deeply"),
+    ]:
+        with pytest.raises(ParseError) as refused:
+            parse(body)
+        assert refused.value.data == says, body[:20]
+
+
+def test_the_loop_is_chosen_by_name() -> None:
+    """--loop asyncio gives asyncio's own loop, --loop uvloop and auto give uvloop's."""
+    label, factory = choose("asyncio")
+    loop = factory()
+    try:
+        assert label == "asyncio"
+        assert not isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    for name in ("uvloop", "auto"):
+        label, factory = choose(name)
+        loop = factory()
+        try:
+            assert label == f"uvloop {uvloop.__version__}"
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+
+
+def test_a_missing_uvloop_is_one_line_that_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--loop uvloop without uvloop says, in its own words, where it runs and what to use."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    with pytest.raises(LoopUnavailable) as refused:
+        choose("uvloop")
+    assert str(refused.value) == (
+        "--loop uvloop: uvloop is not installed (it is for Linux and macOS); use --loop asyncio"
+    )
+
+
+def test_a_logged_traceback_keeps_its_lines_and_escapes_the_rest() -> None:
+    """The server's log shows a traceback on several lines, its control characters escaped,
+    while the message itself stays on one line."""
+    try:
+        raise ValueError("bad\x1b[31m\nthing")
+    except ValueError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "a\nb", None, sys.exc_info())
+    text = VisibleFormatter("%(message)s").format(record)
+    first, *rest = text.split("\n")
+    assert first == "a\\x0ab"
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-2:] == ["ValueError: bad\\x1b[31m", "thing"]
+
+
+async def test_a_cancelled_batch_cancels_every_call_it_started() -> None:
+    """Cancelling a batch run side by side cancels each of its calls (a slice per turn)."""
+    started: list[asyncio.Task[None]] = []
+
+    async def parked() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        started.append(task)
+        await asyncio.Future()  # forever, until cancelled
+
+    calls = (parked() for _ in range(2 * SLICE + 10))
+    batch: asyncio.Task[list[None]] = asyncio.create_task(side_by_side(calls))
+    await until(lambda: len(started) == 2 * SLICE + 10, what="every call started")
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    await until(lambda: all(task.done() for task in started), what="every call ended")
+    assert all(task.cancelled() for task in started)
