@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from importlib.metadata import version
 
 import pytest
 import uvloop
@@ -64,7 +65,7 @@ def test_the_loop_is_chosen_by_name() -> None:
         label, factory = choose(name)
         loop = factory()
         try:
-            assert label == f"uvloop {uvloop.__version__}"
+            assert label == f"uvloop {version('uvloop')}"
             assert isinstance(loop, uvloop.Loop)
         finally:
             loop.close()
