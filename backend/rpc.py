@@ -150,7 +150,7 @@ def openrpc(methods: dict[str, RpcMethod]) -> dict[str, Any]:
         "methods": [
             {
                 "name": name,
-                "summary": (inspect.getdoc(method) or "").splitlines()[0],
+                "summary": (inspect.getdoc(method) or "").partition("\n")[0],
                 "paramStructure": "either",
                 "params": [
                     {

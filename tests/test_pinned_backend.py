@@ -9,15 +9,22 @@ import asyncio
 import logging
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import uvloop
+from jsonrpcserver import Result, Success
 
+from backend import connections
 from backend.envelope import parse
+from backend.journal import default_path
+from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.pacing import SLICE, side_by_side
 from backend.protocol import ParseError
+from backend.rpc import openrpc
+from backend.store import Limits
 from backend.waiters import Waiters
 from tests.conftest import until
 
@@ -113,3 +120,53 @@ async def test_a_cancelled_batch_cancels_every_call_it_started() -> None:
         await batch
     await until(lambda: all(task.done() for task in started), what="every call ended")
     assert all(task.cancelled() for task in started)
+
+
+def test_refused_connections_are_logged_once_a_second_with_their_count(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connections past the cap make one warning a second at most, counting those refused
+    since the last one."""
+    now = [1000.0]
+    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    gate = connections.Gate(asyncio.Protocol, limit=0, head_timeout=1.0)
+    caplog.set_level(logging.WARNING, "taskrpc.connections")
+    for at in (1000.0, 1000.5, 1000.9, 1001.0, 1001.5, 1002.0):
+        now[0] = at
+        gate()
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == [
+        "refused 1 connection(s)",
+        "refused 3 connection(s)",
+        "refused 2 connection(s)",
+    ]
+
+
+async def test_limit_pages_lets_the_file_grow_by_that_many_pages(tmp_path: Path) -> None:
+    """journal.limit_pages(n) leaves room for n more pages: some writes still fit."""
+    store = JournaledStore(str(tmp_path / "room.db"), Limits(time_scale=1000.0))
+    await store.open()
+    try:
+        for _ in range(10):
+            await store.submit("reverse", "z" * 10_000)  # some 30 pages of 4 KiB
+        await store.journal.limit_pages(20)
+        for _ in range(2):
+            await store.submit("reverse", "z" * 10_000)  # some 6 more
+    finally:
+        store.close()
+        await store.shutdown()
+
+
+def test_the_default_database_lives_in_the_home_folder_without_home_set() -> None:
+    """With neither XDG_STATE_HOME nor HOME, the default database is under the user's home."""
+    assert default_path({}) == Path.home() / ".local" / "state" / "taskrpc" / "taskrpc.db"
+
+
+def test_a_method_without_a_docstring_has_an_empty_summary() -> None:
+    """openrpc() describes a method that has no docstring with an empty summary."""
+
+    async def bare() -> Result:
+        return Success(None)
+
+    bare.__doc__ = None
+    (method,) = openrpc({"types": bare})["methods"]
+    assert (method["name"], method["summary"], method["params"]) == ("types", "", [])

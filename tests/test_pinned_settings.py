@@ -150,23 +150,53 @@ def test_a_boolean_variable_with_another_word_is_a_usage_error(
     assert "TASKRPC_ACCESS_LOG='maybe' is not a valid bool" in err
 
 
-def test_help_names_every_option_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
-    """--help lists each option with its help and default; the lists say how to repeat them."""
+def test_help_names_every_option_with_its_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--help lists each option with its help and default (db's help says its own), the
+    lists say how to repeat them, and the closing lines keep their own line breaks."""
+    monkeypatch.setenv("COLUMNS", "300")  # one line an option
     with pytest.raises(SystemExit) as exited:
         Settings.from_args(["--help"], environ={})
     assert exited.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    assert text.startswith("usage: taskrpc-server ")
-    assert "Run the taskrpc job server: JSON-RPC 2.0 over HTTP, one job at a time." in text
-    assert "--port PORT port to listen on; 0 picks a free one (default: 8765)" in text
-    assert "--access-log log every HTTP request (default: False)" in text
-    assert "--max-batch MAX_BATCH most requests in one batch (default: 1000)" in text
-    assert "--loop {auto,uvloop,asyncio}" in text
-    assert "--log-level {debug,info,warning,error}" in text
-    assert "--allow-host ALLOW_HOSTS without a token, also serve" in text
-    assert "'*' turns the Host check off); env: comma-separated" in text
-    assert "(default: None)" not in text.split("--db DB")[1].split("--max-attempts")[0]
-    assert "Every option can also be set as TASKRPC_<OPTION>, e.g. TASKRPC_TIME_SCALE=0.1." in text
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("usage: taskrpc-server ")
+    assert "Run the taskrpc job server: JSON-RPC 2.0 over HTTP, one job at a time." in lines
+    options: dict[str, str] = {}  # an option's lines, joined: "--port PORT port to listen on…"
+    for line in out.split("\n\noptions:\n")[1].split("\n\n")[0].splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0]
+            options[flag] = " ".join(line.split())
+        else:
+            options[flag] += " " + " ".join(line.split())
+    assert options["--port"] == "--port PORT port to listen on; 0 picks a free one (default: 8765)"
+    assert options["--access-log"] == "--access-log log every HTTP request (default: False)"
+    batch = "--max-batch MAX_BATCH most requests in one batch (default: 1000)"
+    assert options["--max-batch"] == batch
+    assert options["--loop"].startswith("--loop {auto,uvloop,asyncio} event loop")
+    assert options["--log-level"].startswith("--log-level {debug,info,warning,error} one of")
+    assert options["--allow-host"].startswith("--allow-host ALLOW_HOSTS without a token, also")
+    assert options["--allow-host"].endswith("'*' turns the Host check off); env: comma-separated")
+    assert options["--db"].endswith("(the password may also come from PGPASSWORD or ~/.pgpass)")
+    assert lines[-2:] == [
+        "Every option can also be set as TASKRPC_<OPTION>, e.g. TASKRPC_TIME_SCALE=0.1.",
+        "example: taskrpc-server --port 0 --time-scale 0.1",
+    ]
+
+
+def test_switches_given_as_flags_are_on() -> None:
+    """--access-log and --insecure turn their switch on; without them it stays off."""
+    settings = Settings.from_args(["--access-log", "--insecure"], environ={})
+    assert (settings.access_log, settings.insecure) == (True, True)
+    settings = Settings.from_args([], environ={})
+    assert (settings.access_log, settings.insecure) == (False, False)
+
+
+def test_the_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit environment, TASKRPC_* variables come from the process's."""
+    monkeypatch.setenv("TASKRPC_MAX_BATCH", "5")
+    assert Settings.from_args([]).max_batch == 5
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
