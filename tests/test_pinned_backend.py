@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def test_refused_connections_are_logged_once_a_second_with_their_count(
     """Connections past the cap make one warning a second at most, counting those refused
     since the last one."""
     now = [1000.0]
-    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the clock connections reads
     gate = connections.Gate(asyncio.Protocol, limit=0, head_timeout=1.0)
     caplog.set_level(logging.WARNING, "taskrpc.connections")
     for at in (1000.0, 1000.5, 1000.9, 1001.0, 1001.5, 1002.0):
