@@ -18,14 +18,15 @@ from jsonrpcserver import Result, Success
 
 from backend import connections
 from backend.envelope import parse
+from backend.jobs import JOB_TYPES
 from backend.journal import default_path
 from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.pacing import SLICE, side_by_side
-from backend.protocol import ParseError
+from backend.protocol import JobStatus, ParseError
 from backend.rpc import openrpc
-from backend.store import Limits
+from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
 from tests.conftest import until
 
@@ -171,3 +172,25 @@ def test_a_method_without_a_docstring_has_an_empty_summary() -> None:
     bare.__doc__ = None
     (method,) = openrpc({"types": bare})["methods"]
     assert (method["name"], method["summary"], method["params"]) == ("types", "", [])
+
+
+@pytest.mark.parametrize(
+    ("started", "finished", "status", "says"),
+    [
+        (11.25, 14.0, JobStatus.DONE, "done (waited 1.250 s, ran 2.750 s)"),
+        (None, 13.5, JobStatus.CANCELLED, "cancelled (waited 3.500 s, ran 0.000 s)"),
+    ],
+)
+def test_a_jobs_info_line_gives_the_time_it_waited_and_ran(
+    started: float | None,
+    finished: float,
+    status: JobStatus,
+    says: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job's one info line: waited from submit to start (or end), ran from start to end."""
+    job = Job("j1", JOB_TYPES[0], "text", 0.0, 0, submitted_at=10.0, status=status)
+    job.started_at, job.finished_at = started, finished
+    caplog.set_level(logging.INFO, "taskrpc.store")
+    log_end(job)
+    assert [record.getMessage() for record in caplog.records] == [f"job j1 reverse {says}"]
