@@ -19,12 +19,12 @@ from jsonrpcserver import Result, Success
 from backend import connections
 from backend.envelope import parse
 from backend.jobs import JOB_TYPES
-from backend.journal import default_path
+from backend.journal import Journal, default_path
 from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.pacing import SLICE, side_by_side
-from backend.protocol import JobStatus, ParseError
+from backend.protocol import JobStatus, ParseError, StorageUnavailable
 from backend.rpc import openrpc
 from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
@@ -194,3 +194,34 @@ def test_a_jobs_info_line_gives_the_time_it_waited_and_ran(
     caplog.set_level(logging.INFO, "taskrpc.store")
     log_end(job)
     assert [record.getMessage() for record in caplog.records] == [f"job j1 reverse {says}"]
+
+
+async def test_a_full_disk_is_logged_once_and_so_is_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes failing in a row log one error; the first that works again logs one warning.
+    A failing batch answers every waiting writer, whatever unwaited posts it holds."""
+    journal = Journal(str(tmp_path / "full.db"))
+    await asyncio.to_thread(journal.open)
+    journal.start()
+    try:
+        await journal.write(lambda j: _sql(j, "CREATE TABLE filler (b BLOB)"))
+        await journal.limit_pages(0)
+        caplog.set_level(logging.INFO, "taskrpc.journal")
+        for _ in range(3):
+            journal.post(lambda j: _sql(j, "INSERT INTO filler VALUES (zeroblob(100000))"))
+            fill = journal.write(lambda j: _sql(j, "INSERT INTO filler VALUES (zeroblob(100000))"))
+            with pytest.raises(StorageUnavailable):
+                await asyncio.wait_for(fill, 10)
+        await journal.limit_pages(None)
+        for _ in range(2):
+            await journal.write(lambda j: _sql(j, "INSERT INTO filler VALUES (zeroblob(100000))"))
+    finally:
+        await journal.stop()
+    said = [(record.levelname, record.getMessage().split(" ")[0]) for record in caplog.records]
+    assert said == [("ERROR", "cannot"), ("WARNING", "the")], caplog.records
+
+
+def _sql(journal: Journal, statement: str) -> None:
+    assert journal.connection is not None
+    journal.connection.execute(statement)
