@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from importlib.metadata import version
@@ -17,6 +18,7 @@ import uvloop
 from jsonrpcserver import Result, Success
 
 from backend import connections
+from backend.collector import full_pass
 from backend.envelope import parse
 from backend.jobs import JOB_TYPES
 from backend.journal import Journal, default_path
@@ -28,7 +30,7 @@ from backend.protocol import JobStatus, ParseError, StorageUnavailable
 from backend.rpc import openrpc
 from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
-from tests.conftest import until
+from tests.conftest import StartServer, until
 
 
 async def test_the_seqs_of_dropped_position_waits_do_not_pile_up() -> None:
@@ -225,3 +227,42 @@ async def test_a_full_disk_is_logged_once_and_so_is_its_end(
 def _sql(journal: Journal, statement: str) -> None:
     assert journal.connection is not None
     journal.connection.execute(statement)
+
+
+async def test_a_connection_closed_for_sending_no_head_frees_its_place(
+    start_server: StartServer,
+) -> None:
+    """With room for one connection, one closed by the head deadline leaves room for the next."""
+    server = await start_server(head_timeout=0.1, max_connections=1)
+    port = int(server.url.rsplit(":", 1)[1])
+    silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(5):
+        assert await silent_reader.read() == b""  # closed by the server, unanswered
+    silent.close()
+    deadline = time.monotonic() + 5
+    while not await _answers(port):  # the server may not have seen the close yet
+        assert time.monotonic() < deadline, "no room for a new connection"
+        await asyncio.sleep(0.01)
+
+
+async def _answers(port: int) -> bool:
+    """True if a new connection to `port` gets 200 for /healthz (not 503: no room)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            return (await reader.readline()).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+
+
+def test_a_full_garbage_collection_logs_what_it_freed_and_how_long_it_took(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The collector's full pass logs at debug the objects freed and its time in ms."""
+    caplog.set_level(logging.DEBUG, "taskrpc.collector")
+    full_pass()
+    (line,) = [record.getMessage() for record in caplog.records]
+    took = re.fullmatch(r"full garbage collection: \d+ objects freed in (\d+) ms", line)
+    assert took is not None, line
+    assert int(took[1]) < 60_000
