@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from aiohttp.http_exceptions import BadHttpMessage
 from jsonrpcserver import Result, Success
 
 from backend import connections
 from backend.collector import full_pass
 from backend.envelope import parse
+from backend.gate import MalformedRequests
 from backend.jobs import JOB_TYPES
 from backend.journal import Journal, default_path
 from backend.journaled import JournaledStore
@@ -266,3 +268,61 @@ def test_a_full_garbage_collection_logs_what_it_freed_and_how_long_it_took(
     took = re.fullmatch(r"full garbage collection: \d+ objects freed in (\d+) ms", line)
     assert took is not None, line
     assert int(took[1]) < 60_000
+
+
+def _malformed(
+    message: str, args: tuple[object, ...] = ("10.0.0.7",), level: int = logging.ERROR
+) -> logging.LogRecord:
+    """aiohttp's log record for a request it could not parse, with its exception attached."""
+    try:
+        raise BadHttpMessage(message)
+    except BadHttpMessage:
+        exc_info = sys.exc_info()
+    return logging.LogRecord(
+        "aiohttp.server", level, __file__, 1, "Error handling request from %s", args, exc_info
+    )
+
+
+def test_malformed_requests_are_one_warning_line_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first malformed request is one WARNING line without a traceback; the next within
+    a second are dropped and counted in the next line; other records pass unchanged."""
+    now = [0.5]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    rule = MalformedRequests()
+    first = _malformed("Invalid method\nsecond line")
+    assert rule.filter(first)
+    assert first.getMessage() == "malformed HTTP request from 10.0.0.7: Invalid method (status 400)"
+    assert (first.levelno, first.levelname, first.exc_info, first.exc_text) == (
+        logging.WARNING,
+        "WARNING",
+        None,
+        None,
+    )
+    for now[0] in (1.0, 1.4999):
+        assert not rule.filter(_malformed("again"))
+    now[0] = 1.5  # one interval after the first line
+    counted = _malformed("again")
+    assert rule.filter(counted)
+    assert counted.getMessage().endswith("again (status 400); 2 more not logged")
+    now[0] = 2.5
+    alone = _malformed("")
+    assert rule.filter(alone)
+    assert alone.getMessage() == "malformed HTTP request from 10.0.0.7: BadHttpMessage (status 400)"
+    plain = logging.LogRecord(
+        "aiohttp.server", logging.ERROR, __file__, 1, "other %s", ("x",), None
+    )
+    assert rule.filter(plain)
+    assert (plain.getMessage(), plain.levelno) == ("other x", logging.ERROR)
+
+
+def test_a_malformed_requests_line_is_short_ascii_and_keeps_debug_level() -> None:
+    """The reason is escaped to ASCII and cut at 200 characters; no remote shows '?';
+    a record aiohttp logs at debug stays at debug."""
+    rule = MalformedRequests(interval=0.0)
+    odd = _malformed("bad \x1b[31m \xe9 " + "x" * 300, args=(), level=logging.DEBUG)
+    assert rule.filter(odd)
+    message = odd.getMessage()
+    assert message.startswith("malformed HTTP request from ?: bad \\x1b[31m \\xe9 xxx")
+    reason = message.removeprefix("malformed HTTP request from ?: ").removesuffix(" (status 400)")
+    assert len(reason) == 200
+    assert (odd.levelno, odd.levelname) == (logging.DEBUG, "DEBUG")
