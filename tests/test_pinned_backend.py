@@ -13,12 +13,13 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import aiohttp
 import pytest
 import uvloop
 from aiohttp.http_exceptions import BadHttpMessage
 from jsonrpcserver import Result, Success
 
-from backend import connections
+from backend import connections, ws
 from backend.collector import full_pass
 from backend.envelope import parse
 from backend.gate import MalformedRequests
@@ -28,7 +29,7 @@ from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.pacing import SLICE, side_by_side
-from backend.protocol import JobStatus, ParseError, StorageUnavailable
+from backend.protocol import WS_PATH, ErrorCode, JobStatus, ParseError, StorageUnavailable
 from backend.rpc import openrpc
 from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
@@ -326,3 +327,43 @@ def test_a_malformed_requests_line_is_short_ascii_and_keeps_debug_level() -> Non
     reason = message.removeprefix("malformed HTTP request from ?: ").removesuffix(" (status 400)")
     assert len(reason) == 200
     assert (odd.levelno, odd.levelname) == (logging.DEBUG, "DEBUG")
+
+
+async def test_a_socket_without_the_token_is_refused_by_its_first_message(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket whose first message is not `auth` gets -32007 saying how to authenticate, with
+    that message's id; one that says nothing in time gets it with a null id; both are then
+    closed with 1008 'unauthorized'."""
+    monkeypatch.setattr(ws, "AUTH_TIMEOUT", 0.2)
+    server = await start_server(token="s3cret")
+    for first, request_id in (({"jsonrpc": "2.0", "method": "types", "id": 7}, 7), (None, None)):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(server.url + WS_PATH) as socket,
+        ):
+            if first is not None:
+                await socket.send_json(first)
+            answer = await socket.receive_json(timeout=10)
+            assert answer == {
+                "jsonrpc": "2.0",
+                "error": {"code": ErrorCode.UNAUTHORIZED, "message": ws.REFUSAL},
+                "id": request_id,
+            }
+            closing = await socket.receive(timeout=10)
+            assert (closing.type, closing.data, closing.extra) == (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSCloseCode.POLICY_VIOLATION,
+                "unauthorized",
+            )
+
+
+async def test_an_allowed_origin_matches_without_its_case_or_trailing_slash(
+    start_server: StartServer,
+) -> None:
+    """--allow-origin https://App.Example/ lets in a page whose Origin is https://app.example."""
+    server = await start_server(allow_origins=("https://App.Example/",))
+    request = {"jsonrpc": "2.0", "method": "types", "id": 1}
+    for origin, allowed in (("https://app.example", True), ("https://other.example", False)):
+        status, answer = await server.post(request, {"Origin": origin})
+        assert (status == 200) is allowed, (origin, status, answer)
