@@ -29,7 +29,15 @@ from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.pacing import SLICE, side_by_side
-from backend.protocol import WS_PATH, ErrorCode, JobStatus, ParseError, StorageUnavailable
+from backend.protocol import (
+    WS_PATH,
+    ErrorCode,
+    JobStatus,
+    ParseError,
+    RpcError,
+    ServerBusy,
+    StorageUnavailable,
+)
 from backend.rpc import openrpc
 from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
@@ -367,3 +375,16 @@ async def test_an_allowed_origin_matches_without_its_case_or_trailing_slash(
     for origin, allowed in (("https://app.example", True), ("https://other.example", False)):
         status, answer = await server.post(request, {"Origin": origin})
         assert (status == 200) is allowed, (origin, status, answer)
+
+
+def test_an_error_object_becomes_its_exception_again_data_and_all() -> None:
+    """A known code gives its class; an unknown one a plain RpcError; both keep message and data."""
+    busy = RpcError.from_error(ErrorCode.SERVER_BUSY, "busy", {"id": "j1"})
+    assert (type(busy), busy.message, busy.data) == (ServerBusy, "busy", {"id": "j1"})
+    other = RpcError.from_error(-31999, "odd", {"why": 1})
+    assert (type(other), other.code, other.message, other.data) == (
+        RpcError,
+        -31999,
+        "odd",
+        {"why": 1},
+    )
