@@ -6,6 +6,7 @@ Each test here failed with the mutants it is about applied (`mutmut apply NAME`,
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -388,3 +389,30 @@ def test_an_error_object_becomes_its_exception_again_data_and_all() -> None:
         "odd",
         {"why": 1},
     )
+
+
+async def test_a_body_too_slow_is_a_json_408_that_says_the_deadline(
+    start_server: StartServer,
+) -> None:
+    """A body that stalls past --body-timeout gets 408, as JSON: a parse error naming the
+    deadline and the option."""
+    server = await start_server(body_timeout=0.3)
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n[1, 2"  # and then nothing
+        )
+        async with asyncio.timeout(10):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            body = await reader.read()
+    finally:
+        writer.close()
+    assert head.startswith("http/1.1 408 ")
+    assert "\r\ncontent-type: application/json" in head
+    assert json.loads(body)["error"] == {
+        "code": ErrorCode.PARSE_ERROR,
+        "message": "Parse error",
+        "data": "the body did not arrive within 0.3 s (--body-timeout)",
+    }
