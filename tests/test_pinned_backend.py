@@ -416,3 +416,45 @@ async def test_a_body_too_slow_is_a_json_408_that_says_the_deadline(
         "message": "Parse error",
         "data": "the body did not arrive within 0.3 s (--body-timeout)",
     }
+
+
+async def test_a_reopened_journal_keeps_each_jobs_times_result_and_error(tmp_path: Path) -> None:
+    """After a restart every job has the status, times, result, error and attempts it had."""
+    path = str(tmp_path / "kept.db")
+    store = JournaledStore(path, Limits(time_scale=1000.0))
+    await store.open()
+    jobs = [await store.submit("reverse", "ab"), await store.submit("swap", "cd")]
+    await store.finish(await store.take(), JobStatus.FAILED, error="boom")
+    await store.finish(await store.take(), JobStatus.DONE, result="dc")
+    before = [_kept(store.get(job.id)) for job in jobs]
+    store.close()
+    await store.shutdown()
+    again = JournaledStore(path, Limits(time_scale=1000.0))
+    await again.open()
+    try:
+        assert [_kept(again.get(job.id)) for job in jobs] == before
+    finally:
+        again.close()
+        await again.shutdown()
+    assert before[0][-2:] == ("boom", 1)
+    assert all(kept[1] is not None and kept[2] is not None for kept in before)
+
+
+def _kept(job: Job) -> tuple[object, ...]:
+    """What a store must keep of a job across a restart."""
+    return (job.status, job.started_at, job.finished_at, job.result, job.error, job.attempts)
+
+
+async def test_server_shutdown_says_goodbye_to_each_socket(start_server: StartServer) -> None:
+    """When the server stops, a subscriber that reads gets close code 1001 'server shutdown'."""
+    server = await start_server()
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws_:
+        await ws_.send_json({"jsonrpc": "2.0", "method": "subscribe", "params": {}, "id": 1})
+        assert "result" in await ws_.receive_json(timeout=10)
+        await server.app.shutdown()  # what stopping the server runs first
+        closing = await ws_.receive(timeout=10)
+        assert (closing.type, closing.data, closing.extra) == (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSCloseCode.GOING_AWAY,
+            "server shutdown",
+        )
