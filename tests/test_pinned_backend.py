@@ -20,7 +20,7 @@ import uvloop
 from aiohttp.http_exceptions import BadHttpMessage
 from jsonrpcserver import Result, Success
 
-from backend import connections, ws
+from backend import connections, pacing, ws
 from backend.collector import full_pass
 from backend.envelope import parse
 from backend.gate import MalformedRequests
@@ -458,3 +458,15 @@ async def test_server_shutdown_says_goodbye_to_each_socket(start_server: StartSe
             aiohttp.WSCloseCode.GOING_AWAY,
             "server shutdown",
         )
+
+
+async def test_each_turn_of_the_loop_allows_exactly_slice_starts() -> None:
+    """The pacer allows SLICE task starts in a turn of the loop, then none until the next
+    turn, which allows SLICE again."""
+    pacer = pacing._pacer()
+    for _ in range(3):
+        allowed = 0
+        while pacer.may_start():
+            allowed += 1
+        assert allowed == SLICE
+        await pacer.turn()
