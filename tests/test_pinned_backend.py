@@ -470,3 +470,22 @@ async def test_each_turn_of_the_loop_allows_exactly_slice_starts() -> None:
             allowed += 1
         assert allowed == SLICE
         await pacer.turn()
+
+
+async def test_every_refusal_of_the_gate_is_json(start_server: StartServer) -> None:
+    """A request the gate refuses (a foreign Host, a wrong Content-Type, too large) is
+    answered with a JSON-RPC error typed application/json."""
+    server = await start_server(max_body_bytes=10)
+    body = b'{"jsonrpc": "2.0", "method": "types", "id": 1}'
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        ({"Host": "evil.example", **json_type}, 403),
+        ({"Content-Type": "text/plain"}, 415),
+        (json_type, 413),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for headers, status in cases:
+            async with session.post(server.url + "/rpc", data=body, headers=headers) as reply:
+                assert reply.status == status
+                assert reply.headers["Content-Type"] == "application/json"
+                assert (await reply.json())["error"]["code"] == ErrorCode.INVALID_REQUEST
