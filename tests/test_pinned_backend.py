@@ -489,3 +489,19 @@ async def test_every_refusal_of_the_gate_is_json(start_server: StartServer) -> N
                 assert reply.status == status
                 assert reply.headers["Content-Type"] == "application/json"
                 assert (await reply.json())["error"]["code"] == ErrorCode.INVALID_REQUEST
+
+
+async def test_an_auth_notification_with_a_wrong_token_is_still_refused(
+    start_server: StartServer,
+) -> None:
+    """`auth` sent as a notification (no id) with a wrong token gets the refusal, then 1008."""
+    server = await start_server(token="s3cret")
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws_:
+        await ws_.send_json({"jsonrpc": "2.0", "method": "auth", "params": {"token": "nope"}})
+        answer = await ws_.receive_json(timeout=10)
+        assert answer["error"] == {"code": ErrorCode.UNAUTHORIZED, "message": ws.REFUSAL}
+        closing = await ws_.receive(timeout=10)
+        assert (closing.type, closing.data) == (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSCloseCode.POLICY_VIOLATION,
+        )
