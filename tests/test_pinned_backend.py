@@ -42,7 +42,7 @@ from backend.protocol import (
 from backend.rpc import openrpc
 from backend.store import Job, Limits, log_end
 from backend.waiters import Waiters
-from tests.conftest import StartServer, until
+from tests.conftest import Server, StartServer, until
 
 
 async def test_the_seqs_of_dropped_position_waits_do_not_pile_up() -> None:
@@ -505,3 +505,23 @@ async def test_an_auth_notification_with_a_wrong_token_is_still_refused(
             aiohttp.WSMsgType.CLOSE,
             aiohttp.WSCloseCode.POLICY_VIOLATION,
         )
+
+
+async def test_head_healthz_needs_no_token(start_server: StartServer) -> None:
+    """/healthz answers GET and HEAD without the token (it says only that the server is up)."""
+    server = await start_server(token="s3cret")
+    async with aiohttp.ClientSession() as session:
+        for method in ("GET", "HEAD"):
+            async with session.request(method, server.url + "/healthz") as reply:
+                assert reply.status == 200, method
+
+
+async def test_a_list_page_is_answered_without_a_pause(server: Server) -> None:
+    """`list` yields to other requests between slices of its page but never sleeps: a page
+    comes back in a small fraction of a second."""
+    for n in range(3):
+        await server.call("submit", [1, f"text {n}"])
+    started = time.monotonic()
+    page = (await server.call("list", {"limit": 10}))["result"]
+    assert len(page["jobs"]) == 3
+    assert time.monotonic() - started < 0.5
