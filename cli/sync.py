@@ -190,16 +190,17 @@ class SyncClient:
     def run(self, call: Call[T]) -> T:
         """Send one call and read its answer (for a call built with `cli.rpc.Calls`)."""
         body = call.body(next(self._ids))
-        reused = self._connection is not None
-        try:
-            return call.read(self._exchange(body, call.timeout))
-        except _STALE:
-            self.close()
-            if not reused or call.method is Method.SUBMIT:
-                raise Disconnected(
-                    f"{self.url} closed the connection (is the server stopping?)"
-                ) from None
-        return call.read(self._exchange(body, call.timeout))  # the server dropped an idle one
+        while True:  # at most twice: after a stale connection, the next one is not reused
+            reused = self._connection is not None
+            try:
+                return call.read(self._exchange(body, call.timeout))
+            except _STALE:
+                self.close()
+                if not reused or call.method is Method.SUBMIT:
+                    raise Disconnected(
+                        f"{self.url} closed the connection (is the server stopping?)"
+                    ) from None
+            # the server dropped an idle connection: ask again on a new one
 
     def _exchange(self, body: bytes, timeout: float) -> Any:
         if self._connection is None:

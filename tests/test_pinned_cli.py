@@ -11,20 +11,15 @@ import io
 import json
 import signal
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
 
-from backend import app as server_app
-from backend.app import STORE
-from backend.settings import Settings
-from backend.store import MemoryStore
 from cli.main import ExitStatus, main
-from tests.conftest import BIN, fresh_db, stand_in
+from tests.conftest import BIN, stand_in
+from tests.threaded import ThreadedServer, server_in_thread
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
 
@@ -64,31 +59,11 @@ async def dropping_server() -> AsyncIterator[str]:
         await listener.wait_closed()
 
 
-@dataclass
-class ThreadedServer:
-    """A server on its own event loop in a thread, so `main` can run in the main thread."""
-
-    url: str
-    store: MemoryStore
-
-
 @pytest.fixture
 def threaded_server() -> Iterator[ThreadedServer]:
     """A slow server (no job finishes) in a thread; `main` installs signal handlers."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    settings = Settings(port=0, time_scale=SLOW, db=fresh_db())
-    runner, url = asyncio.run_coroutine_threadsafe(server_app.start(settings), loop).result(30)
-    store = runner.app[STORE]
-    assert isinstance(store, MemoryStore)
-    try:
-        yield ThreadedServer(url, store)
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with server_in_thread(SLOW) as server:
+        yield server
 
 
 async def _taskrpc(*args: str) -> asyncio.subprocess.Process:
