@@ -253,7 +253,11 @@ def test_ctrl_c_during_submit_tells_the_id(taskrpc: Run) -> None:
 
             def release_once_said() -> None:
                 interrupter.join(30)
-                time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
+                deadline = time.monotonic() + 20  # until the note handler has run: it puts
+                while time.monotonic() < deadline:  # the default handler back
+                    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                        break
+                    time.sleep(0.005)
                 loop.call_soon_threadsafe(release.set)
 
             threading.Thread(target=release_once_said, daemon=True).start()
