@@ -879,3 +879,27 @@ def test_the_default_url_is_left_out_of_hints() -> None:
     assert _again(Namespace(url="http://h:1/x y", token="t"), "list") == (
         "taskrpc --url 'http://h:1/x y' list (with your token)"
     )
+
+
+def test_help_fits_the_terminal_without_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without $COLUMNS, --help is wrapped to the width of the terminal on stdout."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+        monkeypatch.delenv("COLUMNS", raising=False)
+        with os.fdopen(os.dup(slave), "w") as terminal:
+            monkeypatch.setattr(sys, "__stdout__", terminal)
+            with pytest.raises(SystemExit):
+                main(["wait", "--help"])
+    finally:
+        os.close(master)
+        os.close(slave)
+    wrapped = capsys.readouterr().out.split("options:")[1].split("example:")[0]
+    assert 45 < max(len(line) for line in wrapped.splitlines()) <= 58
