@@ -1,0 +1,90 @@
+"""`taskrpc wait`'s live status (`cli.live.LiveStatus`): notes, the busy server, the end."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from backend.store import iso
+from cli.live import LiveStatus
+from tests.test_render import NOW, Terminal, job
+
+
+def test_off_a_terminal_a_note_is_a_line_and_none_is_silent() -> None:
+    """Off a terminal: a busy server is one line saying the pause; its end says nothing."""
+    stream = io.StringIO()
+    live = LiveStatus(stream)
+    live.show(job(position=1, estimated_finish_at=iso(NOW + 10)))
+    live.busy(0.5)
+    live.busy(None)
+    live.note("hello")
+    live.close()
+    assert stream.getvalue().splitlines()[1:] == [
+        "server busy; asking again in 0.5 s",
+        "hello",
+    ]
+    assert stream.getvalue().endswith("hello\n")
+
+
+def test_off_a_terminal_a_new_status_or_position_is_a_new_line() -> None:
+    """Off a terminal: a line for each new (status, position); the same pair again is silent."""
+    stream = io.StringIO()
+    live = LiveStatus(stream)
+    for fields in (
+        {"position": 1},
+        {"position": 1, "estimated_finish_at": iso(NOW + 9)},
+        {"position": 0},
+        {"status": "running", "started_at": iso(NOW)},
+        {"status": "running", "started_at": iso(NOW), "position": None},
+        {"status": "done", "started_at": iso(NOW), "finished_at": iso(NOW + 1)},
+    ):
+        live.show(job(**fields))
+    live.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(": ", 1)[1].split(" —")[0].split(" in")[0] for line in lines] == [
+        "queued",
+        "queued",
+        "running",
+        "done",
+    ]
+    assert lines[3] == "abcdefgh23456712 swap: done in 1.00 s"
+
+
+def test_on_a_terminal_the_note_follows_the_status_until_taken_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal the busy note is added to the redrawn line, and goes once answers come."""
+    monkeypatch.setenv("COLUMNS", "200")
+    screen = Terminal()
+    live = LiveStatus(screen)
+    live.show(job(status="running", started_at=iso(NOW)))
+    live.busy(2)
+    frames = screen.getvalue().split("\r\x1b[K")
+    assert frames[-1].endswith(" · server busy; asking again in 2 s")
+    live.busy(None)
+    live.close()
+    last = screen.getvalue().split("\r\x1b[K")[-1]
+    assert last.startswith("abcdefgh23456712 swap: running — ")
+    assert "busy" not in last
+    assert last.endswith("\n")
+
+
+def test_on_a_terminal_the_line_is_cut_to_the_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The redrawn line is cut one short of the terminal's width, so it never wraps."""
+    monkeypatch.setenv("COLUMNS", "20")
+    screen = Terminal()
+    live = LiveStatus(screen)
+    live.show(job(status="running", started_at=iso(NOW)))
+    live.close()
+    frames = screen.getvalue().split("\r\x1b[K")
+    assert frames[1] == "abcdefgh23456712 sw"
+
+
+def test_on_a_terminal_nothing_shown_is_nothing_to_end() -> None:
+    """close() before any status: no line to end, nothing written; a note alone draws nothing."""
+    screen = Terminal()
+    live = LiveStatus(screen)
+    live.note("early")
+    live.close()
+    assert screen.getvalue() == ""
