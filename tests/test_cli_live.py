@@ -8,6 +8,7 @@ import pytest
 
 from backend.store import iso
 from cli.live import LiveStatus
+from cli.render import duration
 from tests.test_render import NOW, Terminal, job
 
 
@@ -88,3 +89,11 @@ def test_on_a_terminal_nothing_shown_is_nothing_to_end() -> None:
     live.note("early")
     live.close()
     assert screen.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(9.99, "9.99 s"), (10.0, "10.0 s"), (10.96, "11.0 s")]
+)
+def test_from_ten_seconds_a_duration_shows_tenths(seconds: float, shown: str) -> None:
+    """`done in` keeps hundredths below 10 s only: 10 s reads `10.0 s`, not `10.00 s`."""
+    assert duration(seconds) == shown

@@ -334,6 +334,18 @@ def test_json_on_a_terminal_escapes_every_non_ascii_character(
     assert json.loads(screen.getvalue())["data"] == NASTY
 
 
+def test_a_result_of_many_lines_keeps_its_newlines_on_a_terminal(
+    fast: ThreadedServer, taskrpc: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal a result's newlines and tabs stay as they are; other controls are escaped."""
+    job_id = submitted(taskrpc, fast.url, "reverse", "--data", "c\td\nb\x07a")
+    finished(taskrpc, fast.url, job_id)
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    assert main(["--url", fast.url, "result", job_id]) == ExitStatus.OK
+    assert screen.getvalue() == "a\\x07b\nd\tc\n"
+
+
 def test_result_not_ready(slow: ThreadedServer, taskrpc: Run) -> None:
     """result of a job still running: exit 4 and one line."""
     job_id = submitted(taskrpc, slow.url, "reverse", "a")
@@ -554,6 +566,11 @@ def test_list_lines_counts_and_the_next_page(slow: ThreadedServer, taskrpc: Run)
     _, out, err = taskrpc("--url", slow.url, "list", "--status", "running")
     assert [line.split()[0] for line in out.splitlines()] == ids[:1]
     assert "more:" not in err
+    status, out, err = taskrpc("--url", slow.url, "--json", "list", "--limit", "1")
+    assert (status, err) == (ExitStatus.OK, "")
+    page = json.loads(out)
+    assert page["counts"] == {"queued": 2, "running": 1, "done": 0, "failed": 0, "cancelled": 0}
+    assert [job["id"] for job in page["jobs"]] == ids[2:]
 
 
 def test_list_marks_a_cut_preview(slow: ThreadedServer, taskrpc: Run) -> None:
@@ -788,6 +805,33 @@ def test_a_bad_token_file_is_one_line(
     assert err.count("\n") == 1
 
 
+def test_only_the_first_4_kib_of_a_token_file_is_read(
+    guarded: ThreadedServer, taskrpc: Run, tmp_path: Any
+) -> None:
+    """A token file is read up to 4 KiB (a huge file or a device is not read whole)."""
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN.ljust(4096) + "tail")
+    status, _, err = taskrpc("--url", guarded.url, "--token-file", str(secret), "types")
+    assert status == ExitStatus.OK, err
+
+
+def test_a_token_file_is_utf8_whatever_the_locale(taskrpc: Run, tmp_path: Any) -> None:
+    """The token file is decoded as UTF-8 even under an ASCII locale: é is a character, and
+    refused as one (not ASCII), rather than bytes that do not decode."""
+    import locale
+
+    path = tmp_path / "token"
+    path.write_bytes("jeton-é".encode())
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        status, _, err = taskrpc("--token-file", str(path), "types")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert status == ExitStatus.USAGE
+    assert err.startswith("taskrpc: argument --token-file: a token is printable ASCII"), err
+
+
 def test_a_token_file_named_by_the_environment_is_checked(
     taskrpc: Run, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -859,10 +903,14 @@ def test_help_shows_the_examples_and_the_exit_statuses(capsys: pytest.CaptureFix
     assert out.endswith("  130  interrupted (Ctrl+C)\n")
 
 
-def test_completion_script(taskrpc: Run) -> None:
-    """`completion bash` prints a script that knows the commands and their options."""
-    status, out, _ = taskrpc("completion", "bash")
+@pytest.mark.parametrize(
+    ("shell", "first"), [("bash", "# AUTOMATICALLY GENERATED"), ("zsh", "#compdef taskrpc")]
+)
+def test_completion_script(taskrpc: Run, shell: str, first: str) -> None:
+    """`completion SHELL` prints that shell's script, which knows the commands and options."""
+    status, out, _ = taskrpc("completion", shell)
     assert status == ExitStatus.OK
+    assert out.startswith(first)
     for word in ("submit", "--token-file", "--timeout", "cancel"):
         assert word in out
 
