@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from backend.protocol import JobStatus
 from cli.client import Client
+from cli.rpc import Calls
 from cli.sync import NotTaskrpc, SyncClient, Unreachable
 from tests.conftest import stand_in
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
@@ -23,21 +25,24 @@ def slow() -> Iterator[ThreadedServer]:
 
 
 def test_a_page_is_100_jobs_by_default(slow: ThreadedServer) -> None:
-    """jobs() without a limit: the 100 newest, and a cursor to the rest (both clients)."""
+    """jobs() without a limit: the 100 newest, and a cursor to the rest (both clients); the
+    async client's status filter."""
     with SyncClient(slow.url) as client:
         for n in range(101):
             client.submit("reverse", f"t{n}")
         jobs, counts, cursor = client.jobs()
-    assert len(jobs) == 100
+        built, _, _ = client.run(Calls.list())
+    assert len(jobs) == len(built) == 100
     assert sum(counts.values()) == 101
     assert cursor is not None
 
-    async def page() -> int:
+    async def pages() -> tuple[int, list[str]]:
         async with Client(slow.url) as client:
             jobs, _, _ = await client.jobs()
-            return len(jobs)
+            running, _, _ = await client.jobs(JobStatus.RUNNING)
+            return len(jobs), [job["status"] for job in running]
 
-    assert asyncio.run(page()) == 100
+    assert asyncio.run(pages()) == (100, ["running"])
 
 
 def test_unreachable_says_why_in_lower_case() -> None:
