@@ -145,6 +145,9 @@ def test_searched_jobs_not_kept_still_count_in_ranks(queue: model.Jobs) -> None:
     queue.put(update(11))  # kept after all: it moves from unseen to held
     assert [queue.rank_of(seq) for seq in (10, 11, 12)] == [2, 3, 4]
     queue.note_unseen(update(8))
+    queue.put(update(16))  # newer than every unseen one: nothing to take out
+    queue.counts = counts(queued=6)
+    assert queue.rank_of(16) == 6
     queue.forget_unseen()
     assert queue.rank_of(10) == 2
 
@@ -231,6 +234,7 @@ def test_waited_and_ran() -> None:
         (["status:"], False),  # no value: the word as free text
         (["type:"], False),
         (["oops:x"], False),
+        (["oops:sw"], False),  # only type: looks at the type's start
         ([], True),
     ],
 )
@@ -247,6 +251,7 @@ def test_wanted_statuses() -> None:
     assert model.wanted_statuses(["status:r"]) == {JobStatus.RUNNING}
     assert model.wanted_statuses(["status:c", "status:ca"]) == {JobStatus.CANCELLED}
     assert model.wanted_statuses(["status:d", "status:q"]) == set()
+    assert model.wanted_statuses(["status:d:x"]) == set()  # the value is all after the first :
 
 
 # -- cells --------------------------------------------------------------------------------
