@@ -953,3 +953,25 @@ def test_help_fits_the_terminal_without_columns(
         os.close(slave)
     wrapped = capsys.readouterr().out.split("options:")[1].split("example:")[0]
     assert 45 < max(len(line) for line in wrapped.splitlines()) <= 58
+
+
+def test_an_option_value_that_names_a_command_is_a_value(
+    slow: ThreadedServer, taskrpc: Run
+) -> None:
+    """A token spelled like a command (`--token status types`) is the token; types runs."""
+    status, out, err = taskrpc("--url", slow.url, "--token", "status", "types")
+    assert status == ExitStatus.OK, err
+    assert out.startswith("1  reverse  ")
+
+
+@pytest.mark.parametrize("help_option", ["-h", "--help"])
+def test_help_before_a_command_lists_every_command(
+    help_option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`taskrpc -h status`: the main help, with every command, not only the one named."""
+    with pytest.raises(SystemExit):
+        main([help_option, "status"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: taskrpc ")
+    for command in ("submit (task)", "status", "wait", "completion"):
+        assert f"\n    {command} " in out
