@@ -8,13 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from backend.protocol import JobStatus
+from backend.protocol import AlreadyFinished, JobStatus, Method, Unauthorized
 from cli.client import Client
 from cli.rpc import Calls
-from cli.sync import NotTaskrpc, SyncClient, Unreachable
-from tests.conftest import stand_in
+from cli.sync import Disconnected, NotTaskrpc, SyncClient, Unreachable
+from tests.conftest import Server, StartServer, stand_in
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
+from tests.test_pinned_cli import dropping_server
 from tests.threaded import ThreadedServer, server_in_thread
+
+TOKEN = "s3cret-token"
 
 
 @pytest.fixture
@@ -71,3 +74,67 @@ async def test_chunks_ended_by_a_bare_newline_are_read() -> None:
         body,
     )
     assert await raw_types(RawHttp(chunked)) == [[3]]
+
+
+# -- the async client (the dashboard's transport) ------------------------------------------
+
+
+async def test_async_client_calls(server: Server) -> None:
+    """Client: submit, status, wait, result, cancel, types and a raw call, against the server."""
+    async with Client(f"{server.url}/rpc/") as client:
+        assert client.url == server.url
+        job = await client.submit("reverse", "кот")
+        assert (await client.status(job["id"]))["id"] == job["id"]
+        done = await client.wait(job["id"], 10)
+        assert done["status"] == "done"
+        assert await client.result(job["id"]) == "ток"
+        assert [t["name"] for t in await client.types()] == ["reverse", "swap", "repeat"]
+        assert [t["code"] for t in await client.call(Method.TYPES)] == [1, 2, 3]
+        with pytest.raises(AlreadyFinished):
+            await client.cancel(job["id"])
+        health = await client.health()
+    assert health["status"] == "ok"
+
+
+async def test_async_client_outside_its_block_says_so(server: Server) -> None:
+    """Using a Client outside `async with` is a clear error, not an AttributeError."""
+    client = Client(server.url)
+    for attempt in (client.types(), client.health()):
+        with pytest.raises(RuntimeError, match="inside 'async with'"):
+            await attempt
+    with pytest.raises(RuntimeError, match="inside 'async with'"):
+        client.subscribe()
+    async with client:
+        pass
+    with pytest.raises(RuntimeError, match="inside 'async with'"):
+        await client.types()  # closed again at the end of the block
+
+
+async def test_async_client_errors_are_transport_errors() -> None:
+    """Nothing listening: Unreachable with the reason; a page that is not JSON-RPC: NotTaskrpc;
+    a connection dropped mid-call: Disconnected."""
+    async with Client("http://127.0.0.1:9") as client:
+        with pytest.raises(Unreachable) as caught:
+            await client.types()
+    assert str(caught.value) == (
+        "cannot reach http://127.0.0.1:9 — is taskrpc-server running? "
+        "(Connect call failed ('127.0.0.1', 9))"
+    )
+    async with stand_in(recording(Recorder())) as url, Client(f"{url}/other") as client:
+        with pytest.raises(NotTaskrpc, match=r"answered HTTP 404"):
+            await client.types()
+    async with dropping_server() as url, Client(url) as client:
+        with pytest.raises(Disconnected, match=r"closed the connection \(is the server stopping"):
+            await client.types()
+
+
+async def test_async_client_sends_the_token(start_server: StartServer) -> None:
+    """Client(token=...) sends the bearer token; without it the server refuses, with advice."""
+    server = await start_server(token=TOKEN)
+    async with Client(server.url, TOKEN) as client:
+        assert len(await client.types()) == 3
+        health = await client.health()
+    assert health["queued"] == 0  # the details only the token shows
+    async with Client(server.url) as client:
+        with pytest.raises(Unauthorized, match="pass --token-file"):
+            await client.types()
