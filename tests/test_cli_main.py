@@ -931,6 +931,21 @@ def test_the_default_url_is_left_out_of_hints() -> None:
     )
 
 
+class _OnTerminal:
+    """The process's stdout as it is (others write to it: pytest, mutmut), on the terminal
+    `fd` as far as its size goes."""
+
+    def __init__(self, stream: Any, fd: int) -> None:
+        self._stream = stream
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def test_help_fits_the_terminal_without_columns(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -944,10 +959,9 @@ def test_help_fits_the_terminal_without_columns(
     try:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
         monkeypatch.delenv("COLUMNS", raising=False)
-        with os.fdopen(os.dup(slave), "w") as terminal:
-            monkeypatch.setattr(sys, "__stdout__", terminal)
-            with pytest.raises(SystemExit):
-                main(["wait", "--help"])
+        monkeypatch.setattr(sys, "__stdout__", _OnTerminal(sys.__stdout__, slave))
+        with pytest.raises(SystemExit):
+            main(["wait", "--help"])
     finally:
         os.close(master)
         os.close(slave)
