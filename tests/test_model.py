@@ -131,6 +131,8 @@ def test_forget_drops_a_job_from_the_queue_and_the_running_slot(queue: model.Job
     assert forgotten.seq == 12
     assert "job012" not in queue.by_id
     assert queue.rank_of(10) == 4  # one held queued job fewer after it
+    assert queue.running is not None  # another job's going leaves the running one
+    assert queue.running.id == "job009"
     assert queue.forget("job012") is None
     assert queue.forget("job009") is not None
     assert queue.running is None
@@ -150,6 +152,35 @@ def test_searched_jobs_not_kept_still_count_in_ranks(queue: model.Jobs) -> None:
     assert queue.rank_of(16) == 6
     queue.forget_unseen()
     assert queue.rank_of(10) == 2
+
+
+def test_a_model_before_any_snapshot() -> None:
+    """A fresh model: no jobs, zero counts and floor, and a job it does not hold starts now."""
+    jobs = model.Jobs()
+    assert (jobs.by_id, jobs.total, jobs.floor, jobs.running) == ({}, 0, 0, None)
+    assert jobs.counts == counts()
+    stranger = model.Job.from_update(update(5))
+    assert jobs.rank_of(5) == 1
+    assert jobs.starts_in(stranger, T0) == 0.0
+
+
+def test_a_snapshot_without_queued_jobs_or_counts() -> None:
+    """A snapshot with no queued job, or no jobs at all, or no counts, still answers."""
+    jobs = model.Jobs()
+    jobs.reset([update(3, JobStatus.RUNNING, delay=4.0, started=1.0)], counts(running=1), 1)
+    stranger = model.Job.from_update(update(5))
+    assert jobs.starts_in(stranger, T0 + 2) == pytest.approx(3.0)
+    jobs.reset([], counts(queued=5), total=5)
+    assert jobs.floor == 0
+    jobs.reset([update(7)], {}, total=1)
+    assert jobs.rank_of(7) == 1
+
+
+def test_a_status_word_with_a_colon_in_its_value_is_still_a_status_word() -> None:
+    """`status:f:x` asks for a status starting `f:x` (none), not for the text `status:f:x`."""
+    job = model.Job.from_update(update(7, JobStatus.FAILED, preview="see status:f:x"))
+    assert job.matches(["see"])
+    assert not job.matches(["status:f:x"])
 
 
 def test_a_rank_is_never_below_one() -> None:
@@ -188,11 +219,13 @@ def test_overflow_spares_the_running_pinned_and_outside_jobs() -> None:
     snapshot[-1] = update(1, JobStatus.RUNNING, started=5.0)
     jobs.reset(snapshot, counts(queued=7, running=1), total=8)
     assert jobs.overflow(8) == []
-    assert jobs.overflow(5, outside=["job008", "nosuch"], pinned="job002") == [
-        "job003",
+    assert jobs.overflow(7) == ["job002"]  # one past the cap: the oldest but the running one
+    assert jobs.overflow(4, outside=["job003", "nosuch"], pinned="job002") == [
         "job004",
+        "job005",
+        "job006",
     ]
-    assert jobs.floor == 5
+    assert jobs.floor == 7
     assert jobs.overflow(7, outside=["job008"]) == []
     jobs.floor = 9
     assert jobs.overflow(6) == ["job002", "job003"]
@@ -258,10 +291,12 @@ def test_wanted_statuses() -> None:
 
 
 def test_a_queued_cell_says_its_rank_and_its_wait(queue: model.Jobs) -> None:
-    """A queued row: `queued #rank in ~wait`, in yellow."""
+    """A queued row: `queued #rank in ~wait`, in yellow; the wait in whole seconds."""
     cell = model.status_cell(queue.by_id["job014"], queue, T0 + 101)
     assert cell.plain == "queued #5 in ~19s"
     assert cell.style == "yellow"
+    soon = model.status_cell(queue.by_id["job010"], queue, T0 + 200)  # 9.3 s
+    assert soon.plain == "queued #3 in ~9s"
 
 
 @pytest.mark.parametrize(
@@ -304,7 +339,14 @@ def test_a_finished_cell_is_its_status_in_its_colour(status: JobStatus, style: s
 
 @pytest.mark.parametrize(
     ("started", "delay", "fraction"),
-    [(None, 4.0, 0.0), (10.0, 0.0, 0.0), (10.0, -1.0, 0.0), (10.0, 4.0, 0.5), (20.0, 4.0, 0.0)],
+    [
+        (None, 4.0, 0.0),
+        (10.0, 0.0, 0.0),
+        (10.0, -1.0, 0.0),
+        (10.0, 4.0, 0.5),
+        (11.5, 1.0, 0.5),
+        (20.0, 4.0, 0.0),
+    ],
 )
 def test_progress(started: float | None, delay: float, fraction: float) -> None:
     """progress: 0 before a start or without a delay, never below 0 nor above 1."""
@@ -329,6 +371,19 @@ def test_text_cell(preview: str, length: int, width: int, shown: str) -> None:
     cell = model.text_cell(job, width)
     assert cell.plain == shown
     assert cell.no_wrap
+
+
+def test_a_text_cell_cropped_by_its_column_keeps_an_ellipsis() -> None:
+    """A text cell drawn in a narrower column than it was cut for still ends in `…`."""
+    import io
+
+    from rich.console import Console
+
+    job = model.Job.from_update(update(1, preview="abcdefgh"))
+    cell = model.text_cell(job, 6)
+    console = Console(width=4, file=io.StringIO(), color_system=None)
+    lines = console.render_lines(cell, console.options.update(width=4), pad=False)
+    assert ["".join(segment.text for segment in line) for line in lines] == ["abc…"]
 
 
 def test_plain_cells_are_never_markup() -> None:
@@ -383,17 +438,19 @@ def test_sort_keys() -> None:
         model.Job.from_update(update(3, JobStatus.RUNNING, preview="a", kind="swap",
                                      started=50.0)),
         model.Job.from_update(update(4, JobStatus.QUEUED, preview="a", kind="reverse")),
+        model.Job.from_update(update(5, JobStatus.DONE, preview="d", kind="swap", started=60.0,
+                                     finished=60.5)),
     ]  # fmt: skip
 
     def order(column: str) -> list[int]:
         return [job.seq for job in sorted(jobs, key=model.sort_key(column, now))]
 
-    assert order("submitted") == [1, 2, 3, 4]
-    assert order("status") == [2, 4, 3, 1]
-    assert order("type") == [2, 4, 1, 3]
-    assert order("waited") == [1, 3, 4, 2]
-    assert order("ran") == [2, 4, 1, 3]
-    assert order("text") == [3, 4, 1, 2]
+    assert order("submitted") == [1, 2, 3, 4, 5]
+    assert order("status") == [2, 4, 3, 1, 5]
+    assert order("type") == [2, 4, 1, 3, 5]
+    assert order("waited") == [1, 3, 5, 4, 2]
+    assert order("ran") == [2, 4, 5, 1, 3]  # not started yet: before any that ran
+    assert order("text") == [3, 4, 1, 2, 5]
 
 
 def test_seconds_of_a_wire_time() -> None:
