@@ -12,7 +12,7 @@ from backend.protocol import AlreadyFinished, JobStatus, Method, Unauthorized
 from cli.client import Client
 from cli.rpc import Calls
 from cli.sync import Disconnected, NotTaskrpc, SyncClient, Unreachable
-from tests.conftest import Server, StartServer, stand_in
+from tests.conftest import Server, StartServer, stand_in, until
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
 from tests.test_pinned_cli import dropping_server
 from tests.threaded import ThreadedServer, server_in_thread
@@ -90,6 +90,7 @@ async def test_async_client_calls(server: Server) -> None:
         assert await client.result(job["id"]) == "ток"
         assert [t["name"] for t in await client.types()] == ["reverse", "swap", "repeat"]
         assert [t["code"] for t in await client.call(Method.TYPES)] == [1, 2, 3]
+        assert (await client.call(Method.STATUS, {"id": job["id"]}))["status"] == "done"
         with pytest.raises(AlreadyFinished):
             await client.cancel(job["id"])
         health = await client.health()
@@ -99,14 +100,15 @@ async def test_async_client_calls(server: Server) -> None:
 async def test_async_client_outside_its_block_says_so(server: Server) -> None:
     """Using a Client outside `async with` is a clear error, not an AttributeError."""
     client = Client(server.url)
+    said = r"^use the client inside 'async with'$"
     for attempt in (client.types(), client.health()):
-        with pytest.raises(RuntimeError, match="inside 'async with'"):
+        with pytest.raises(RuntimeError, match=said):
             await attempt
-    with pytest.raises(RuntimeError, match="inside 'async with'"):
+    with pytest.raises(RuntimeError, match=said):
         client.subscribe()
     async with client:
-        pass
-    with pytest.raises(RuntimeError, match="inside 'async with'"):
+        assert client.subscribe().limit == 1000  # the first snapshot's size, by default
+    with pytest.raises(RuntimeError, match=said):
         await client.types()  # closed again at the end of the block
 
 
@@ -121,8 +123,11 @@ async def test_async_client_errors_are_transport_errors() -> None:
         "(Connect call failed ('127.0.0.1', 9))"
     )
     async with stand_in(recording(Recorder())) as url, Client(f"{url}/other") as client:
-        with pytest.raises(NotTaskrpc, match=r"answered HTTP 404"):
+        with pytest.raises(NotTaskrpc) as not_taskrpc:
             await client.types()
+    assert str(not_taskrpc.value) == (
+        f"{url}/other answered HTTP 404, not JSON-RPC: is {url}/other a taskrpc server?"
+    )
     async with dropping_server() as url, Client(url) as client:
         with pytest.raises(Disconnected, match=r"closed the connection \(is the server stopping"):
             await client.types()
@@ -138,3 +143,70 @@ async def test_async_client_sends_the_token(start_server: StartServer) -> None:
     async with Client(server.url) as client:
         with pytest.raises(Unauthorized, match="pass --token-file"):
             await client.types()
+
+
+async def test_async_pages_follow_the_cursor(start_server: StartServer) -> None:
+    """Client.jobs with a cursor reads the page after it."""
+    server = await start_server(time_scale=1000.0)
+    async with Client(server.url) as client:
+        ids = [(await client.submit("reverse", f"t{n}"))["id"] for n in range(3)]
+        first, _, cursor = await client.jobs(limit=2)
+        rest, _, end = await client.jobs(limit=2, cursor=cursor)
+    assert [job["id"] for job in first + rest] == ids[::-1]
+    assert end is None
+
+
+async def test_async_wait_and_follow(start_server: StartServer) -> None:
+    """wait(seen=...) answers at once when the job already differs from what was seen;
+    follow takes a job or its id and stops at its timeout."""
+    server = await start_server(time_scale=1000.0)
+    async with Client(server.url) as client:
+        await client.submit("reverse", "a")
+        job = await client.submit("reverse", "b")
+        stale = {**job, "position": 5}
+        began = asyncio.get_running_loop().time()
+        now = await client.wait(job["id"], 10, seen=stale)  # type: ignore[arg-type]
+        assert asyncio.get_running_loop().time() - began < 5
+        assert now["position"] == 1
+        for given in (job, job["id"]):
+            began = asyncio.get_running_loop().time()
+            seen = [change["status"] async for change in client.follow(given, timeout=0.3)]
+            assert 0.3 <= asyncio.get_running_loop().time() - began < 5
+            assert seen == ["queued"]
+
+
+async def test_async_follow_tells_of_a_busy_server_and_its_end(
+    start_server: StartServer,
+) -> None:
+    """follow(on_busy=...) hears each pause while the server is busy, then None once it
+    answers again; never anything from a server that was not busy."""
+    server = await start_server(time_scale=1000.0, max_waiters=1)
+    heard: list[float | None] = []
+    async with Client(server.url) as client:
+        job = await client.submit("reverse", "a")
+        holder = asyncio.create_task(client.wait(job["id"], 0.5))
+        await until(lambda: server.store.waiting == 1, what="the held wait")
+        async for _ in client.follow(job["id"], timeout=2.0, on_busy=heard.append):
+            pass
+        await holder
+        assert heard[0] == 0.25
+        assert heard[-1] is None
+        assert heard.count(None) == 1
+        quiet: list[float | None] = []
+        other = await client.submit("reverse", "b")
+        async for _ in client.follow(other["id"], timeout=0.3, on_busy=quiet.append):
+            pass
+        assert quiet == []
+
+
+async def test_a_health_answer_that_is_not_an_object_is_empty() -> None:
+    """health(): an answer that is JSON but not an object reads as no details."""
+    from aiohttp import web
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response([1, 2])
+
+    app = web.Application()
+    app.router.add_get("/healthz", listing)
+    async with stand_in(app) as url, Client(url) as client:
+        assert await client.health() == {}
