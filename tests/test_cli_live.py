@@ -62,6 +62,7 @@ def test_on_a_terminal_the_note_follows_the_status_until_taken_away(
     live.show(job(status="running", started_at=iso(NOW)))
     live.busy(2)
     frames = screen.getvalue().split("\r\x1b[K")
+    assert frames[-1].startswith("abcdefgh23456712 swap: running — ")
     assert frames[-1].endswith(" · server busy; asking again in 2 s")
     live.busy(None)
     live.close()
