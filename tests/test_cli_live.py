@@ -8,7 +8,7 @@ import pytest
 
 from backend.store import iso
 from cli.live import LiveStatus
-from cli.render import duration
+from cli.render import duration, status_line
 from tests.test_render import NOW, Terminal, job
 
 
@@ -98,3 +98,17 @@ def test_on_a_terminal_nothing_shown_is_nothing_to_end() -> None:
 def test_from_ten_seconds_a_duration_shows_tenths(seconds: float, shown: str) -> None:
     """`done in` keeps hundredths below 10 s only: 10 s reads `10.0 s`, not `10.00 s`."""
     assert duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"status": "running", "started_at": iso(NOW - 0.5)}, "running — 0.5 of 5 s"),
+        ({"status": "running", "started_at": iso(NOW + 3)}, "running — 0.0 of 5 s"),
+        ({"status": "failed", "error": None}, "failed: no reason given"),
+    ],
+)
+def test_status_lines_at_the_edges(fields: dict[str, object], line: str) -> None:
+    """Under a second of running (or a clock behind the server's), and a failure without
+    a reason, still read right."""
+    assert status_line(job(**fields), NOW) == line

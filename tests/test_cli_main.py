@@ -26,6 +26,7 @@ from aiohttp import web
 from backend.jobs import JobType
 from backend.protocol import DEFAULT_URL
 from cli.main import ExitStatus, main
+from cli.sync import SyncClient
 from tests.conftest import FAST, stand_in
 from tests.threaded import ThreadedServer, server_in_thread
 
@@ -989,3 +990,24 @@ def test_help_before_a_command_lists_every_command(
     assert out.startswith("usage: taskrpc ")
     for command in ("submit (task)", "status", "wait", "completion"):
         assert f"\n    {command} " in out
+
+
+def test_wait_says_when_the_server_is_busy(taskrpc: Run) -> None:
+    """wait against a server at its limit of waits asks again and says so; no error."""
+    with server_in_thread(SLOW, max_waiters=1) as server:
+        job_id = submitted(taskrpc, server.url, "reverse", "a")
+
+        def hold() -> None:
+            with SyncClient(server.url) as client:
+                client.wait(job_id, 0.5)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        deadline = time.monotonic() + 20
+        while server.store.waiting < 1:
+            assert time.monotonic() < deadline, "the held wait never parked"
+            time.sleep(0.005)
+        status, out, err = taskrpc("--url", server.url, "wait", "--id", job_id, "--timeout", "1")
+        holder.join(10)
+    assert (status, out) == (ExitStatus.NOT_READY, "")
+    assert "server busy; asking again in 0.25 s\n" in err
