@@ -13,7 +13,6 @@ ratio against the bare handler is the request path's (the same for both servers)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -23,9 +22,8 @@ from pathlib import Path
 
 from backend.journal import Journal
 from backend.journaled import JournaledStore
-from backend.protocol import JobStatus
-from backend.store import Job, Limits, MemoryStore
-from backend.worker import Worker
+from backend.store import Limits, MemoryStore
+from bench.bench_worker import cycle
 from bench.common import (
     HOST,
     ROOT,
@@ -182,44 +180,14 @@ def _ratio_row(
     )
 
 
-async def _cycle(store: MemoryStore, jobs: int) -> tuple[list[float], float]:
-    """(gaps from each job's `done` to the next one's `running` as listeners see them,
-    seconds per job overall) for `jobs` jobs at time scale 0."""
-    seen: list[tuple[JobStatus, float]] = []
-    all_done = asyncio.Event()
-
-    def listener(job: Job) -> None:
-        if job.status is not JobStatus.QUEUED:
-            seen.append((job.status, time.perf_counter()))
-            if len(seen) == 2 * jobs:
-                all_done.set()
-
-    await asyncio.gather(*(store.submit("reverse", TEXT) for _ in range(jobs)))
-    store.subscribe(listener)
-    began = time.perf_counter()
-    worker = asyncio.create_task(Worker(store).run())
-    async with asyncio.timeout(120):
-        await all_done.wait()
-    took = time.perf_counter() - began
-    worker.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker
-    gaps = [
-        started - finished
-        for (was, finished), (now, started) in zip(seen[1::2], seen[2::2], strict=False)
-        if was is JobStatus.DONE and now is JobStatus.RUNNING
-    ]
-    return gaps, took / jobs
-
-
 async def _both_cycles() -> tuple[tuple[list[float], float], tuple[list[float], float]]:
     limits = Limits(time_scale=0.0)
-    memory = await _cycle(MemoryStore(limits), GAP_JOBS)
+    memory = await cycle(MemoryStore(limits), GAP_JOBS)
     with tempfile.TemporaryDirectory() as folder:
         store = JournaledStore(str(Path(folder) / "gap.db"), limits)
         await store.open()
         try:
-            journal = await _cycle(store, GAP_JOBS)
+            journal = await cycle(store, GAP_JOBS)
         finally:
             store.close()
             await store.shutdown()
