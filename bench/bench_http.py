@@ -6,7 +6,18 @@ import math
 import time
 from typing import Any
 
-from bench.common import LoadResult, Row, Rpc, Server, job_file, log, median, rpc_body, run_load
+from bench.common import (
+    LoadResult,
+    Row,
+    Rpc,
+    Server,
+    batch_body,
+    job_file,
+    log,
+    median,
+    rpc_body,
+    run_load,
+)
 
 ROUNDS = 3  # baseline and target alternate, so drift on a shared machine hits both
 DURATION = 2.5  # seconds measured per run, after a 0.5 s warm-up
@@ -42,16 +53,9 @@ def status_and_submit() -> tuple[list[Row], dict[int, float]]:
         job = _queued_status_job(rpc)
         status = rpc_body("status", {"id": job["id"]})
         submit = rpc_body("submit", {"type": "reverse", "data": "hello world"})
-        batch = (
-            b"["
-            + b",".join(
-                rpc_body("submit", {"type": "reverse", "data": "hello world"}, i)
-                for i in range(BATCH)
-            )
-            + b"]"
-        )
+        batch = batch_body("submit", {"type": "reverse", "data": "hello world"}, BATCH)
         # The same pipeline with a method that creates nothing: what dispatch alone allows.
-        types = b"[" + b",".join(rpc_body("types", {}, i) for i in range(BATCH)) + b"]"
+        types = batch_body("types", {}, BATCH)
         with job_file(rpc.call("status", id=job["id"])) as path, Server.bare(path) as bare:
             for round_ in range(ROUNDS):
                 for connections in (10, 100):

@@ -31,6 +31,7 @@ from bench.common import (
     Row,
     Rpc,
     Server,
+    batch_body,
     job_file,
     log,
     median,
@@ -67,8 +68,7 @@ def _throughput() -> list[Row]:
             for name, server in (("memory", memory), ("journal", journal))
         }
         submit = rpc_body("submit", {"type": "reverse", "data": TEXT})
-        calls = (rpc_body("submit", {"type": 1, "data": TEXT}, i) for i in range(BATCH))
-        batch = b"[" + b",".join(calls) + b"]"
+        batch = batch_body("submit", {"type": 1, "data": TEXT}, BATCH)
         rpc = Rpc(journal.port)
         job = rpc.post(json.loads(asks["journal"]))["result"]
         rpc.close()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from bench.common import Row, Rpc, Server, job_file, log, median, rpc_body, run_load
+from bench.common import Row, Rpc, Server, batch_body, job_file, log, median, rpc_body, run_load
 
 ROUNDS = 3
 DURATION = 2.5
@@ -42,14 +42,7 @@ def _status_and_submit(url: str) -> list[Row]:
         rpc.call("submit", type="reverse", data="hello")
         job = rpc.call("submit", type="reverse", data="hello world")
         status = rpc_body("status", {"id": job["id"]})
-        batch = (
-            b"["
-            + b",".join(
-                rpc_body("submit", {"type": "reverse", "data": "hello world"}, i)
-                for i in range(BATCH)
-            )
-            + b"]"
-        )
+        batch = batch_body("submit", {"type": "reverse", "data": "hello world"}, BATCH)
         with job_file(rpc.call("status", id=job["id"])) as path, Server.bare(path) as bare:
             for round_ in range(ROUNDS):
                 log(f"cluster: status and batched submits, round {round_ + 1}/{ROUNDS}")

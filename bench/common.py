@@ -197,6 +197,11 @@ def rpc_body(method: str, params: dict[str, Any], request_id: int = 1) -> bytes:
     ).encode()
 
 
+def batch_body(method: str, params: dict[str, Any], count: int) -> bytes:
+    """A batch of `count` calls of `method` with `params`, ids 0, 1, 2…"""
+    return b"[" + b",".join(rpc_body(method, params, i) for i in range(count)) + b"]"
+
+
 def run_load(
     server: Server, body: bytes, *, connections: int, duration: float, warmup: float = 0.5
 ) -> LoadResult:
