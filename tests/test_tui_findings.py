@@ -29,6 +29,7 @@ from tui import model, submit
 from tui.app import Dashboard
 from tui.confirm import ConfirmScreen
 from tui.details import DetailScreen
+from tui.help import KEYS, HelpScreen
 from tui.status import Link, Search, status_line
 from tui.submit import SubmitScreen
 from tui.table import JobTable, layout
@@ -134,7 +135,7 @@ async def test_the_submit_dialog_fits_in_60x15(utc: None) -> None:
         await pilot.press("n")
         await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), "the form")
         await pilot.press(*"too long", "enter")
-        await pilot.pause(0.2)
+        await settle(pilot, lambda: "the limit is 10" in screen_text(app), "the message")
         shown = screen_text(app)
         assert "New job" in shown
         assert "the limit is 10" in shown
@@ -267,8 +268,17 @@ async def test_the_reason_stays_in_the_status_bar_when_the_server_goes() -> None
             await settle(pilot, lambda: app.jobs_screen.bar.counts is not None, "counts")
             await runner.cleanup()
             await settle(pilot, lambda: app.link is Link.RECONNECTING, "reconnecting")
-            await pilot.pause(0.3)
-            bar = " ".join(screen_text(app).splitlines()[1:3])  # a second line if need be
+
+            def bar_text() -> str:
+                return " ".join(screen_text(app).splitlines()[1:3])  # a second line if need be
+
+            # the first reason, "lost the connection", gives way to why the retries fail
+            await settle(
+                pilot,
+                lambda: "cannot reach" in bar_text() or "closed" in bar_text(),
+                "the reason in the bar",
+            )
+            bar = bar_text()
             assert "as of" in bar
             assert bar.lstrip().startswith("◌")
             assert "0 queued · 1 running" in bar
@@ -397,8 +407,6 @@ async def test_an_80_column_footer_still_shows_follow_mode(utc: None) -> None:
 
 async def test_the_help_wraps_a_long_line_under_its_own_column(utc: None) -> None:
     """`?` lists every key; on a narrow terminal a long line wraps under its description."""
-    from tui.help import KEYS, HelpScreen
-
     app = fixed.dashboard()
     async with app.run_test(size=(60, 15)) as pilot:
         await loaded_fixed(pilot)
@@ -492,7 +500,7 @@ async def test_cut_text_keeps_its_ellipsis_and_newlines_show(utc: None) -> None:
         app.jobs_screen.apply_changes(
             {"seq": 2, "jobs": jobs, "removed": [], "counts": fixed.SNAPSHOT["counts"]}
         )
-        await pilot.pause(0.3)
+        await settle(pilot, lambda: any("second line" in line for line in lines_of(app)), "rows")
         lines = {line[:9].strip(): line for line in lines_of(app)}
         text_column = next(c for c in layout(table(app).size.width - 1) if c.key == "text")
         assert text_column.width < 40
@@ -661,7 +669,7 @@ async def test_the_filter_box_leaves_the_header_and_the_tables_width(utc: None) 
     async with app.run_test(size=(60, 15)) as pilot:
         await loaded_fixed(pilot)
         await pilot.press("slash", *"swap")
-        await pilot.pause(0.3)
+        await settle(pilot, lambda: screen_text(app).splitlines()[2].strip() == "swap", "filter")
         shown = screen_text(app).splitlines()
         assert "taskrpc" in shown[0]
         assert shown[2].strip() == "swap"
