@@ -45,6 +45,8 @@ class Worker:
 
     async def _execute(self, job: Job) -> None:
         self._job, self._interrupt = job, asyncio.Event()
+        if job.status is not JobStatus.RUNNING:  # a cancel landed while `take` came back
+            self._interrupt.set()
         try:
             if await _interrupted(self._interrupt, job.delay):
                 return  # cancelled while it slept; the cancel recorded it

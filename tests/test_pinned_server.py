@@ -16,7 +16,7 @@ import pytest
 
 from backend.jobs import JOB_TYPES, JobType
 from backend.protocol import JobStatus
-from backend.store import Limits, MemoryStore
+from backend.store import Job, Limits, MemoryStore
 from backend.worker import OFFLOAD_ABOVE, Worker
 from tests.conftest import FAST, StartServer, until
 
@@ -180,3 +180,27 @@ async def test_a_body_of_exactly_max_body_bytes_is_accepted(start_server: StartS
     assert [t["name"] for t in body["result"]] == ["reverse", "swap", "repeat"]
     status, _ = await server.post(exact + b" ")
     assert status == 413
+
+
+class CancelledInTake(MemoryStore):
+    """A store where a cancel lands while `take` is still on its way back to the worker, as
+    on a cluster, where the cancel can come through another server during the take."""
+
+    async def take(self) -> Job:
+        job = await super().take()
+        if job.data == "cancelled in take":
+            await self.cancel(job.id)
+        return job
+
+
+async def test_a_job_cancelled_during_its_take_is_not_run() -> None:
+    """A job whose cancel lands before the worker starts it is not slept on: the next runs."""
+    store = CancelledInTake(Limits(time_scale=SLOW))
+    async with running(store):
+        first = await store.submit("reverse", "cancelled in take")
+        await until(lambda: first.status is JobStatus.CANCELLED, what="the cancel")
+        store.limits = replace(store.limits, time_scale=FAST)
+        second = await store.submit("reverse", "runs next")
+        async with asyncio.timeout(5):
+            done = await store.wait(second, timeout=5)
+        assert done.status is JobStatus.DONE
