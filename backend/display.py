@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import re
 
-# C0 controls, DEL and C1 controls; the bidirectional embeddings, overrides and isolates
-# (U+202A-U+202E, U+2066-U+2069). Newline and tab are decided by the caller.
-_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What is escaped, and how: C0 controls, DEL and C1 controls as `\xNN`; the bidirectional
+# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) as `\uNNNN`.
+_CONTROLS = (*range(0x20), *range(0x7F, 0xA0))
+_BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES = {chr(c): f"\\x{c:02x}" for c in _CONTROLS} | {chr(c): f"\\u{c:04x}" for c in _BIDI}
+# Newline and tab are decided by the caller: a view of several lines keeps them.
+_UNSAFE_ONE_LINE = re.compile("[" + re.escape("".join(_ESCAPES)) + "]")
+_UNSAFE_MULTILINE = re.compile(
+    "[" + re.escape("".join(char for char in _ESCAPES if char not in "\n\t")) + "]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    return _ESCAPES[match.group()]
 
 
 def visible(text: str, *, multiline: bool = False) -> str:

@@ -422,8 +422,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def _columns() -> int:
     """The terminal's width as `shutil.get_terminal_size` finds it: $COLUMNS, the tty, 80."""
     try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
         columns = 0
     if columns <= 0 and sys.__stdout__ is not None:
         try:
@@ -433,17 +433,18 @@ def _columns() -> int:
     return columns if columns > 0 else 80
 
 
-def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """The options that work before or after the command (only the main parser defaults them)."""
-    add_connection_options(parser, defaults=defaults, token_file=True)
-    unset: Any = False if defaults else argparse.SUPPRESS
+def _global_options(parser: argparse.ArgumentParser, *, for_command: bool = False) -> None:
+    """The options that work before or after the command.
+
+    Only the main parser defaults them: a command's copy (`for_command`) sets nothing unless
+    given, so that it does not undo what was given before the command.
+    """
+    add_connection_options(parser, defaults=not for_command)
+    unset: Any = argparse.SUPPRESS if for_command else False
     parser.add_argument("--json", action="store_true", default=unset, help="print JSON, errors too")
-    parser.add_argument(
-        "--traceback",
-        action="store_true",
-        default=unset,
-        help="show the traceback of a failure",
-    )
+    # `main` looks for --traceback in argv itself (a failed parse must honour it too), so its
+    # value in the parsed arguments is never read.
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of a failure")
 
 
 def _command_named(argv: list[str]) -> str | None:
@@ -465,9 +466,8 @@ def _parser(only: str | None = None) -> _Parser:
         epilog=_EXAMPLES,
         formatter_class=_Formatter,
     )
-    _global_options(parser, defaults=True)
-    # A given prog spares argparse a help formatter now, and so importing shutil (2 ms).
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", prog="taskrpc")
+    _global_options(parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     parser.commands = []
     for name, aliases, run, summary, example, arguments in _COMMAND_TABLE:
         parser.commands.append((name, summary))
@@ -481,7 +481,7 @@ def _parser(only: str | None = None) -> _Parser:
             epilog=f"example:\n  {example}",
             formatter_class=_Formatter,
         )
-        _global_options(sub, defaults=False)
+        _global_options(sub, for_command=True)
         arguments(sub)
         sub.set_defaults(**{"offline" if run is completion else "command": run})
     return parser

@@ -19,18 +19,14 @@ TOKEN_FILE_ENV = f"{ENV_PREFIX}TOKEN_FILE"
 URL_ENV = f"{ENV_PREFIX}URL"
 
 
-def add_connection_options(
-    parser: argparse.ArgumentParser, *, defaults: bool = True, token_file: bool = False
-) -> None:
-    """`--url`, `--token` and (with `token_file`) `--token-file`, each checked, each with its
-    environment variable.
+def add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """`--url`, `--token` and `--token-file`, each checked, each with its environment variable.
 
     With `defaults=False` the options set nothing unless given: for a subcommand's copy
     of options that the main parser already defaults (so they work after the command too).
-    `token_file` is opt-in so that a parser that defines its own `--token-file` keeps working.
     """
     env_token = os.environ.get(TOKEN_ENV)
-    env_file = os.environ.get(TOKEN_FILE_ENV) if token_file else None
+    env_file = os.environ.get(TOKEN_FILE_ENV)
     parser.add_argument(
         "--url",
         type=url,
@@ -40,15 +36,14 @@ def add_connection_options(
     # Both write args.token. A string default goes through `type` when the option is not
     # given, so a token file named by the environment is read (and checked) at parse time.
     from_file = defaults and env_token is None and env_file is not None
-    if token_file:
-        parser.add_argument(
-            "--token-file",
-            dest="token",
-            type=read_token_file,
-            metavar="PATH",
-            default=env_file if from_file else argparse.SUPPRESS,
-            help=f"read the bearer token from this file (env {TOKEN_FILE_ENV})",
-        )
+    parser.add_argument(
+        "--token-file",
+        dest="token",
+        type=read_token_file,
+        metavar="PATH",
+        default=env_file if from_file else argparse.SUPPRESS,
+        help=f"read the bearer token from this file (env {TOKEN_FILE_ENV})",
+    )
     parser.add_argument(
         "--token",
         type=token,

@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         "  TASKRPC_TOKEN_FILE=~/.taskrpc-token taskrpc-tui",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_options(parser, token_file=True)  # --token-file PATH, TASKRPC_TOKEN_FILE
+    add_connection_options(parser)  # --url, --token, --token-file PATH and their variables
     parser.add_argument(
         "--local",
         action="store_true",
