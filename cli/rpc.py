@@ -137,7 +137,7 @@ class Calls:
     """The calls the server answers, built once for both transports."""
 
     @staticmethod
-    def raw(method: Method, params: dict[str, Any] | None = None, wait: float = 0) -> Call[Any]:
+    def raw(method: Method, params: dict[str, Any] | None, wait: float) -> Call[Any]:
         return Call(method, params or None, _any, wait)
 
     @staticmethod

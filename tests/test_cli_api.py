@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backend.protocol import JobStatus
+from backend.protocol import JobStatus, Unauthorized
 from cli.client import Client
-from cli.http1 import Connection
+from cli.http1 import Connection, NotHttp
 from cli.sync import (
     Disconnected,
     JobNotFound,
@@ -270,7 +270,9 @@ async def test_an_answer_cut_short_is_disconnected() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + ok("[]", 1),
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + ok("[]", 1),
     ):
-        with pytest.raises(Disconnected, match="closed in the middle of an answer"):
+        with pytest.raises(
+            Disconnected, match=r"failed: the connection closed in the middle of an answer$"
+        ):
             await raw_types(RawHttp(answer))
 
 
@@ -283,6 +285,64 @@ async def test_malformed_framing_is_not_taskrpc() -> None:
     ):
         with pytest.raises(NotTaskrpc, match="something that is not HTTP"):
             await raw_types(RawHttp(answer))
+
+
+async def test_an_answer_asking_to_close_the_connection_is_the_last_on_it() -> None:
+    """After an answer with `Connection: close`, the next call opens a new connection."""
+    closing = ok("[1]", 1)
+    plain = ok("[2]", 2)
+    raw = RawHttp(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(closing), closing),
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(plain), plain),
+    )
+    assert await raw_types(raw, calls=2) == [[1], [2]]
+    assert raw.connections == 2
+
+
+async def test_at_most_100_header_lines() -> None:
+    """An answer may carry 100 header lines (as http.client allows); 101 is not HTTP."""
+    body = ok("[1]", 1)
+
+    def answer(lines: int) -> bytes:
+        head = b"".join(b"X-Filler-%d: x\r\n" % n for n in range(lines - 1))
+        return b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
+
+    assert await raw_types(RawHttp(answer(100))) == [[1]]
+    with pytest.raises(NotTaskrpc, match="something that is not HTTP"):
+        await raw_types(RawHttp(answer(101)))
+
+
+async def test_a_head_cut_short_by_the_end_of_the_connection_still_counts() -> None:
+    """A head that ends with the connection, without its blank line, is read as it came (as
+    http.client does): its status is heard."""
+    with pytest.raises(Unauthorized):
+        await raw_types(RawHttp(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"))
+
+
+async def test_a_bad_framing_is_named_and_quoted_briefly() -> None:
+    """cli.http1's NotHttp names the bad field and quotes at most 20 characters of it."""
+    long = b"1" * 30 + b"x"
+    cases = (
+        (b"Content-Length: %s\r\n\r\n" % long, f"a bad Content-Length: '{'1' * 20}'"),
+        (b"Transfer-Encoding: chunked\r\n\r\n%s\r\n" % long, f"a bad chunk size: b'{'1' * 20}'"),
+    )
+
+    def read(port: int) -> None:
+        connection = Connection("127.0.0.1", port)
+        try:
+            connection.send("/rpc", b"{}", {}, timeout=10)
+            connection.read()
+        finally:
+            connection.close()
+
+    for head, message in cases:
+        raw = RawHttp(b"HTTP/1.1 200 OK\r\n" + head)
+        server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+        async with server:
+            with pytest.raises(NotHttp) as caught:
+                await asyncio.to_thread(read, server.sockets[0].getsockname()[1])
+        assert str(caught.value) == message
 
 
 async def test_a_server_that_never_answers_times_out() -> None:

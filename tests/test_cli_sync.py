@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+import cli.client
+import cli.rpc
 from backend.protocol import AlreadyFinished, JobStatus, Method, Unauthorized
 from cli.client import Client
 from cli.rpc import Calls
-from cli.sync import Disconnected, NotTaskrpc, SyncClient, Unreachable
+from cli.sync import Disconnected, NotTaskrpc, SyncClient, TransportError, Unreachable
 from tests.conftest import Server, StartServer, stand_in, until
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
 from tests.test_pinned_cli import dropping_server
@@ -199,6 +205,107 @@ async def test_async_follow_tells_of_a_busy_server_and_its_end(
         async for _ in client.follow(other["id"], timeout=0.3, on_busy=quiet.append):
             pass
         assert quiet == []
+
+
+def test_sync_wait_and_follow(slow: ThreadedServer) -> None:
+    """SyncClient: wait(seen=...) answers at once when the job differs from what was seen and
+    holds its timeout when it does not; follow takes a job or its id and stops at its timeout."""
+    with SyncClient(slow.url) as client:
+        client.submit("reverse", "a")
+        job = client.submit("reverse", "b")  # queued behind the first, and stays there
+        began = time.monotonic()
+        assert client.wait(job["id"], 10, seen={**job, "position": 5})["position"] == 1
+        assert time.monotonic() - began < 5
+        began = time.monotonic()
+        assert client.wait(job["id"], 0.3, seen=job) == job
+        assert 0.3 <= time.monotonic() - began < 5
+        for given in (job, job["id"]):
+            began = time.monotonic()
+            seen = [change["status"] for change in client.follow(given, timeout=0.3)]
+            assert 0.3 <= time.monotonic() - began < 5
+            assert seen == ["queued"]
+
+
+def test_sync_follow_tells_of_a_busy_server_and_its_end() -> None:
+    """SyncClient.follow(on_busy=...) hears each pause while the server is busy, then None
+    once it answers again; never anything from a server that was not busy."""
+    heard: list[float | None] = []
+    with server_in_thread(1000.0, max_waiters=1) as server, SyncClient(server.url) as client:
+        job = client.submit("reverse", "a")
+
+        def hold() -> None:
+            with SyncClient(server.url) as holder:
+                holder.wait(job["id"], 0.5)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        deadline = time.monotonic() + 10
+        while server.store.waiting < 1:
+            assert time.monotonic() < deadline, "the held wait never parked"
+            time.sleep(0.005)
+        for _ in client.follow(job["id"], timeout=2.0, on_busy=heard.append):
+            pass
+        holder.join(10)
+        assert heard[0] == 0.25
+        assert heard[-1] is None  # answers came again
+        assert all(not (a is None and b is None) for a, b in itertools.pairwise(heard))
+        quiet: list[float | None] = []
+        other = client.submit("reverse", "b")
+        for _ in client.follow(other["id"], timeout=0.3, on_busy=quiet.append):
+            pass
+        assert quiet == []
+
+
+HOLD = 0.6  # seconds the stand-in below holds an answer: past a call's timeout of 0.2 s
+
+
+def holding() -> web.Application:
+    """A stand-in that answers every call with `[]`, and /healthz with `{}`, after HOLD s."""
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(HOLD)
+        return web.json_response({"jsonrpc": "2.0", "result": [], "id": body["id"]})
+
+    async def health(request: web.Request) -> web.Response:
+        await asyncio.sleep(HOLD)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/rpc", answer)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def _sync_calls(url: str, wait: float) -> tuple[Any, str]:
+    """A call the server may hold `wait` s and a long poll as long (their answers), then a
+    plain call (the error it ends in)."""
+    with SyncClient(url) as client:
+        held = client.call(Method.TYPES, None, wait=wait), client.wait("any", wait)
+        try:
+            client.call(Method.TYPES)
+        except TransportError as exc:
+            return held, str(exc)
+    return held, "no error"
+
+
+async def test_a_call_gives_up_at_its_timeout_unless_it_may_be_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both clients give up on a call after CALL_TIMEOUT s (/healthz after HEALTH_TIMEOUT s);
+    a call the server may hold for `wait` s gets that much more."""
+    monkeypatch.setattr(cli.rpc, "CALL_TIMEOUT", 0.2)
+    monkeypatch.setattr(cli.client, "HEALTH_TIMEOUT", 0.2)
+    async with stand_in(holding()) as url, Client(url) as client:
+        assert await asyncio.wait_for(client.call(Method.TYPES, None, wait=1.5), 10) == []
+        assert await asyncio.wait_for(client.wait("any", 1.5), 10) == []
+        with pytest.raises(TransportError):
+            await asyncio.wait_for(client.call(Method.TYPES), 10)
+        held, error = await asyncio.to_thread(_sync_calls, url, 1.5)
+        assert held == ([], [])
+        assert error == f"{url} did not answer within 0.2 s"
+        with pytest.raises(TransportError):
+            await asyncio.wait_for(client.health(), 10)
 
 
 async def test_a_health_answer_that_is_not_an_object_is_empty() -> None:
