@@ -1011,3 +1011,129 @@ def test_wait_says_when_the_server_is_busy(taskrpc: Run) -> None:
         holder.join(10)
     assert (status, out) == (ExitStatus.NOT_READY, "")
     assert "server busy; asking again in 0.25 s\n" in err
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [None, "1", "0", "-3", "wide", "120"])
+def test_the_width_is_found_as_shutil_finds_it(
+    monkeypatch: pytest.MonkeyPatch, columns: str | None
+) -> None:
+    """_columns agrees with shutil.get_terminal_size (which it replaces): $COLUMNS when it is a
+    positive number, else the terminal on stdout, else 80."""
+    import shutil
+
+    from cli.main import _columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns
+    monkeypatch.setattr(sys, "__stdout__", None)  # no terminal to ask
+    assert _columns() == shutil.get_terminal_size().columns
+
+
+def test_help_is_laid_out_as_argparse_would_without_importing_shutil(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The help of `taskrpc` and of a command is the layout argparse's own formatter makes
+    at that width, and printing it never imports shutil (2.5 ms of start-up)."""
+    import argparse
+
+    import cli.main
+
+    def helps() -> list[str]:
+        for args in (["--help"], ["wait", "--help"]):
+            with pytest.raises(SystemExit):
+                main(args)
+        return capsys.readouterr().out.split("usage: ")
+
+    monkeypatch.setenv("COLUMNS", "61")
+    monkeypatch.delitem(sys.modules, "shutil")
+    ours = helps()
+    assert "shutil" not in sys.modules
+    monkeypatch.setattr(cli.main, "_Formatter", argparse.RawDescriptionHelpFormatter)
+    assert ours == helps()
+
+
+def test_the_command_is_the_first_word_that_names_one() -> None:
+    """_command_named skips options and their values; a help option or `--` before any
+    command means there is none (the main parser's help lists every command)."""
+    from cli.main import _command_named
+
+    assert _command_named(["--url", "http://h:1", "--json", "task", "reverse", "x"]) == "task"
+    assert _command_named(["--token", "status", "types"]) == "status"  # the value names one
+    assert _command_named(["--json", "--", "status"]) is None
+    assert _command_named(["--url", "u", "-h", "status"]) is None
+    assert _command_named(["--help"]) is None
+    assert _command_named(["--url", "u"]) is None
+
+
+@pytest.mark.parametrize("word", ["submit", "task", "status", "wait", "cancel", "completion"])
+def test_a_parser_for_one_command_knows_it_and_no_other(word: str) -> None:
+    """_parser(only=WORD) parses that command (an alias names its command), and refuses the
+    others as unknown."""
+    from cli.main import Failure, _parser
+
+    parser = _parser(only=word)
+    args = {"submit": ["reverse", "x"], "task": ["reverse", "x"], "completion": ["bash"]}
+    parser.parse_args([word, *args.get(word, ["ID"])])
+    for other in ("types", "list", "result"):
+        with pytest.raises(Failure, match=rf"invalid choice: '{other}'"):
+            parser.parse_args([other])
+
+
+def test_a_run_builds_the_parser_of_its_command_only(
+    slow: ThreadedServer, taskrpc: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command's run builds the parser of that command alone (the other seven were 6 % of
+    `taskrpc status`'s start-up); only a failed parse falls back to the whole one."""
+    import cli.main
+
+    built: list[str | None] = []
+    whole = cli.main._parser
+
+    def parser(only: str | None = None) -> Any:
+        built.append(only)
+        return whole(only)
+
+    monkeypatch.setattr(cli.main, "_parser", parser)
+    assert taskrpc("--url", slow.url, "--json", "types")[0] == ExitStatus.OK
+    assert built == ["types"]
+    assert taskrpc("--url", slow.url, "--token", "status", "types")[0] == ExitStatus.OK
+    assert built == ["types", "status", None]
+
+
+def test_a_dash_before_the_operands_marker_reads_stdin(
+    slow: ThreadedServer, taskrpc: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`submit reverse - --`: the `-` comes before `--`, so it still reads standard input."""
+    _stdin(monkeypatch, b"from stdin\n")
+    job_id = submitted(taskrpc, slow.url, "reverse", "-", "--")
+    assert slow.store.get(job_id).data == "from stdin"
+
+
+def test_main_reads_the_process_arguments(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() without arguments runs the command line the process was started with."""
+    monkeypatch.setattr(sys, "argv", ["taskrpc", "completion", "bash"])
+    assert main() == ExitStatus.OK
+    assert capsys.readouterr().out.startswith("# AUTOMATICALLY GENERATED")
+
+
+def test_the_default_url_without_an_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --url or TASKRPC_URL the URL is the default, in `taskrpc` and in any parser
+    add_connection_options equips (as taskrpc-tui's), which defaults unless told not to."""
+    import argparse
+
+    from cli.main import _parse
+    from cli.options import add_connection_options
+
+    assert _parse(["types"]).url == DEFAULT_URL
+    assert _parse(["status", "x"]).url == DEFAULT_URL
+    parser = argparse.ArgumentParser()
+    add_connection_options(parser)
+    assert parser.parse_args([]).url == DEFAULT_URL

@@ -46,6 +46,7 @@ def job(**fields: object) -> JobObject:
             "done in 5.00 s",
         ),
         ({"status": "failed", "error": "ValueError: boom"}, "failed: ValueError: boom"),
+        ({"status": "failed", "error": None}, "failed: no reason given"),
         ({"status": "cancelled"}, "cancelled"),
     ],
 )
