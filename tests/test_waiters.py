@@ -64,6 +64,34 @@ async def test_dropping_many_waits_is_quick() -> None:
     assert loop.time() - started < 1.0
 
 
+@pytest.mark.parametrize("parked", [200, 201])  # both parities meet the bound exactly
+async def test_stale_seqs_are_swept_once_they_pass_twice_the_watched_ones_plus_64(
+    parked: int,
+) -> None:
+    """The sorted list of watched seqs keeps stale entries up to twice the watched seqs plus 64
+    (a memory bound), and is rebuilt only past that (each rebuild's cost is spread over as many
+    drops as it frees): after every drop of a position wait, one or the other holds."""
+    waiters = Waiters()
+    watched = [asyncio.create_task(waiters.wait(f"kept{seq}", seq)) for seq in range(10)]
+    dropped = [asyncio.create_task(waiters.wait(f"job{seq}", 100 + seq)) for seq in range(parked)]
+    await until(lambda: waiters.count == parked + 10, what="the parked waits")
+    rebuilds = 0
+    for task in dropped:
+        before = len(waiters._seqs)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        live = len(waiters._by_seq)
+        if len(waiters._seqs) == before:
+            assert before <= 2 * live + 64, (before, live)
+        else:
+            assert before > 2 * live + 64, (before, live)
+            assert waiters._seqs == sorted(waiters._by_seq)
+            rebuilds += 1
+    assert rebuilds == 1  # 210 or 211 seqs, down to the 72 or 73 still watched
+    waiters.wake_positions_behind(-1)
+    await asyncio.gather(*watched)
+
+
 def _wait(job_id: str, timeout: float = 30) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": "wait", "params": {"id": job_id, "timeout": timeout}}
 
