@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 
@@ -90,6 +91,28 @@ def test_on_a_terminal_nothing_shown_is_nothing_to_end() -> None:
     live.note("early")
     live.close()
     assert screen.getvalue() == ""
+
+
+def test_on_a_terminal_the_redraw_thread_never_holds_the_process_and_close_is_idempotent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The thread that redraws the line is a daemon (a path that skips close() cannot keep the
+    process alive); close() stops it, and a second close() writes nothing more."""
+    monkeypatch.setenv("COLUMNS", "200")
+    screen = Terminal()
+    live = LiveStatus(screen)
+    before = set(threading.enumerate())
+    live.show(job(status="running", started_at=iso(NOW)))
+    try:
+        (ticker,) = set(threading.enumerate()) - before
+        assert ticker.daemon
+    finally:
+        live.close()
+    assert not ticker.is_alive()
+    shown = screen.getvalue()
+    assert shown.endswith("\n")
+    live.close()
+    assert screen.getvalue() == shown
 
 
 @pytest.mark.parametrize(

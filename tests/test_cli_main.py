@@ -1031,8 +1031,9 @@ def test_the_width_is_found_as_shutil_finds_it(
     else:
         monkeypatch.setenv("COLUMNS", columns)
     assert _columns() == shutil.get_terminal_size().columns
-    monkeypatch.setattr(sys, "__stdout__", None)  # no terminal to ask
-    assert _columns() == shutil.get_terminal_size().columns
+    with open(os.devnull, "w") as devnull:  # stdout on no terminal
+        monkeypatch.setattr(sys, "__stdout__", _OnTerminal(sys.__stdout__, devnull.fileno()))
+        assert _columns() == shutil.get_terminal_size().columns
 
 
 def test_help_is_laid_out_as_argparse_would_without_importing_shutil(
