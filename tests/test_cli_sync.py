@@ -115,6 +115,9 @@ async def test_async_client_outside_its_block_says_so(server: Server) -> None:
         client.subscribe()
     async with client:
         assert client.subscribe().limit == 1000  # the first snapshot's size, by default
+        async with client.subscribe() as feed:  # on this client's session, at its URL
+            assert feed.snapshot is not None
+            assert feed.url == server.url
     with pytest.raises(RuntimeError, match=said):
         await client.types()  # closed again at the end of the block
 
@@ -216,6 +219,7 @@ def test_sync_wait_and_follow(slow: ThreadedServer) -> None:
         began = time.monotonic()
         assert client.wait(job["id"], 10, seen={**job, "position": 5})["position"] == 1
         assert time.monotonic() - began < 5
+        assert client.call(Method.STATUS, {"id": job["id"]}) == job
         began = time.monotonic()
         assert client.wait(job["id"], 0.3, seen=job) == job
         assert 0.3 <= time.monotonic() - began < 5
