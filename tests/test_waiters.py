@@ -26,7 +26,7 @@ async def test_a_wake_reaches_only_the_waits_of_its_job() -> None:
     on_b = [asyncio.create_task(waiters.wait("b")) for _ in range(100)]
     await until(lambda: waiters.count == 200, what="200 parked waits")
     waiters.wake("a")
-    await asyncio.gather(*on_a)
+    await asyncio.wait_for(asyncio.gather(*on_a), 10)  # woken, or a failure (not a hang)
     assert waiters.count == 100
     assert not any(task.done() for task in on_b)
     for task in on_b:
@@ -42,11 +42,15 @@ async def test_a_move_up_wakes_the_position_watchers_behind_only() -> None:
     plain = asyncio.create_task(waiters.wait("job7"))  # waits for job7 itself, not its place
     await until(lambda: waiters.count == 11, what="11 parked waits")
     waiters.wake_positions_behind(4)
-    await asyncio.gather(*(watching[seq] for seq in range(5, 10)))
+    await asyncio.wait_for(
+        asyncio.gather(*(watching[seq] for seq in range(5, 10))), 10
+    )  # woken, or a failure (not a hang)
     assert not any(watching[seq].done() for seq in range(5))
     assert not plain.done()
     waiters.wake_all()
-    await asyncio.gather(*watching.values(), plain)
+    await asyncio.wait_for(
+        asyncio.gather(*watching.values(), plain), 10
+    )  # woken, or a failure (not a hang)
     assert waiters.count == 0
 
 
@@ -89,7 +93,7 @@ async def test_stale_seqs_are_swept_once_they_pass_twice_the_watched_ones_plus_6
             rebuilds += 1
     assert rebuilds == 1  # 210 or 211 seqs, down to the 72 or 73 still watched
     waiters.wake_positions_behind(-1)
-    await asyncio.gather(*watched)
+    await asyncio.wait_for(asyncio.gather(*watched), 10)  # woken, or a failure (not a hang)
 
 
 def _wait(job_id: str, timeout: float = 30) -> dict[str, Any]:
