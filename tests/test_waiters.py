@@ -20,7 +20,8 @@ SLOW = 1000.0  # time scale at which no job finishes during a test
 
 
 async def test_a_wake_reaches_only_the_waits_of_its_job() -> None:
-    """wake(a) ends the waits on a and leaves the waits on b parked."""
+    """wake(a) ends the waits on a and leaves the waits on b parked; dropped, those leave
+    nothing filed behind (a job that never changes again must not hold them)."""
     waiters = Waiters()
     on_a = [asyncio.create_task(waiters.wait("a")) for _ in range(100)]
     on_b = [asyncio.create_task(waiters.wait("b")) for _ in range(100)]
@@ -33,6 +34,7 @@ async def test_a_wake_reaches_only_the_waits_of_its_job() -> None:
         task.cancel()
     await asyncio.gather(*on_b, return_exceptions=True)
     assert waiters.count == 0
+    assert waiters._by_job == {}
 
 
 async def test_a_move_up_wakes_the_position_watchers_behind_only() -> None:
