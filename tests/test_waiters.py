@@ -37,6 +37,21 @@ async def test_a_wake_reaches_only_the_waits_of_its_job() -> None:
     assert waiters._by_job == {}
 
 
+async def test_a_wait_filed_between_a_wake_and_the_return_of_its_waits() -> None:
+    """A wait filed on a job after a wake, before the waits it woke have returned: each returns
+    at its own wake, and both leave nothing filed behind."""
+    waiters = Waiters()
+    first = asyncio.create_task(waiters.wait("x"))
+    await until(lambda: waiters.count == 1, what="a parked wait")
+    second = asyncio.create_task(waiters.wait("x"))  # parks after the wake, before first returns
+    waiters.wake("x")
+    await asyncio.wait_for(first, 10)
+    assert not second.done()
+    waiters.wake("x")
+    await asyncio.wait_for(second, 10)
+    assert waiters._by_job == {}
+
+
 async def test_a_move_up_wakes_the_position_watchers_behind_only() -> None:
     """wake_positions_behind(s) wakes the waits that watch jobs after s, not before it."""
     waiters = Waiters()
