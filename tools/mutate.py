@@ -24,30 +24,39 @@ Usage: python tools/mutate.py [--max-children N] [MUTANT_NAME_PATTERN...]
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import coverage
 import mutmut.__main__ as mutmut_main
 import pytest
+from mutmut.code_coverage import _excluded_lines
+from mutmut.configuration import config
 from mutmut.runners import harness
 from mutmut.state import state
-from mutmut.utils.file_utils import change_cwd
+from mutmut.utils.file_utils import change_cwd, walk_source_files
 from mutmut.workers import isolation
 
 TIMEOUT_FLOOR = 15.0  # seconds: setup, teardown and a loaded machine, for any test
 TIMEOUT_FACTOR = 10.0  # times the test's own duration in the stats run
 
 TIMED = [  # mutmut.__main__'s steps, by the name it calls them by, and ours
-    ("store_lines_covered_by_tests", "coverage run"),
     ("create_mutants", "writing mutants"),
     ("filter_mutants_with_type_checker", "type check"),
     ("run_forced_fail_test", "forced-fail check"),
 ]
 STEPS: list[tuple[str, float]] = []  # (step, seconds), in the order they ran
 _fresh_stats = False  # a full stats run passed in this process
+WORKERS = 4  # processes for the coverage and stats runs (`--max-children`)
+NO_TESTS = 5  # pytest's exit code when a file's tests are all deselected
 
 
 def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,6 +70,172 @@ def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
             STEPS.append((name, time.monotonic() - start))
 
     return timed
+
+
+def _selection() -> list[str]:
+    """The test files of the selection, largest first (a rough guide to the longest first):
+    the units the parallel runs share out. `pytest_add_cli_args_test_selection` if set,
+    else tests/test_*.py less the `--ignore`d files of `pytest_add_cli_args` (the other
+    options, `-k`, `-m`, `--deselect`, still apply to each file)."""
+    chosen = config().pytest_add_cli_args_test_selection
+    if chosen:
+        return list(chosen)
+    args = config().pytest_add_cli_args
+    ignored = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--ignore"}
+    files = [path for path in Path("tests").glob("test_*.py") if str(path) not in ignored]
+    return [str(path) for path in sorted(files, key=lambda path: -path.stat().st_size)]
+
+
+def _share_out(units: list[str], run_one: Callable[[str], int], index: Any) -> int:
+    """Run the units this process takes from the shared `index`, until none is left or one
+    fails (which stops the other processes too, after their current unit, as `-x` would)."""
+    while True:
+        with index.get_lock():
+            taken = index.value
+            index.value += 1
+        if taken >= len(units):
+            return 0
+        code = run_one(units[taken])
+        if code not in (0, NO_TESTS):
+            with index.get_lock():
+                index.value = len(units)
+            return code
+
+
+def _log(number: int) -> Path:
+    """Where parallel process `number` writes its pytest output (shown when it fails)."""
+    return Path("mutants").absolute() / f"parallel-{number}.log"
+
+
+def _in_forks(numbers: range, work: Callable[[int], Any]) -> list[Any]:
+    """`work(n)` for each n in `numbers`, in forked processes at once; their results in
+    order. Process n's output goes to `_log(n)`."""
+    children = []
+    for number in numbers:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read)
+            log = _log(number).open("w", encoding="utf-8")
+            sys.stdout = sys.stderr = log
+            try:
+                result: tuple[str, Any] = ("ok", work(number))
+            except BaseException:
+                result = ("error", traceback.format_exc())
+            log.flush()
+            with os.fdopen(write, "wb") as pipe:
+                pickle.dump(result, pipe)
+            os._exit(0)
+        os.close(write)
+        children.append((pid, read))
+    results = []
+    for pid, read in children:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        status, value = pickle.loads(data) if data else ("error", "the process died")
+        if status != "ok":
+            raise RuntimeError(f"a parallel run failed:\n{value}")
+        results.append(value)
+    return results
+
+
+def _failed(codes: dict[int, int], step: str) -> None:
+    """Stop, with the output of the processes, if any of them failed (codes by process)."""
+    if any(code not in (0, NO_TESTS) for code in codes.values()):
+        for number, code in codes.items():
+            if code not in (0, NO_TESTS):
+                print(_log(number).read_text(encoding="utf-8")[-20000:], file=sys.__stdout__)
+        print(f"the {step} failed (exit codes {codes}): nothing was mutated", file=sys.__stderr__)
+        raise SystemExit(1)
+
+
+def _coverage_run() -> None:
+    """mutmut's coverage run (the lines the tests run, to mutate those only), in WORKERS
+    processes sharing the test files; unlike mutmut's, it stops when a test fails (mutmut
+    then mutates only what the tests before it reached, and says nothing)."""
+    if not config().mutate_only_covered_lines:
+        return
+    units, index = _selection(), multiprocessing.Value("i", 0)
+    sources = list(walk_source_files())
+
+    def work(number: int) -> tuple[int, dict[str, set[int]], dict[str, set[int]]]:
+        runner = harness.PytestRunner()
+        cov = coverage.Coverage(data_file=None)
+        with change_cwd("mutants"), cov.collect():
+            code = _share_out(
+                units,
+                lambda unit: runner.execute_pytest(runner._pytest_args_regular_run([unit])),
+                index,
+            )
+        data = cov.get_data()
+        covered, excluded = {}, {}
+        for source in sources:
+            path = str((Path("mutants") / source).absolute())
+            covered[path] = set(data.lines(path) or [])
+            excluded[path] = _excluded_lines(cov, path)
+        return code, covered, excluded
+
+    results = _in_forks(range(WORKERS), work)
+    _failed({number: result[0] for number, result in enumerate(results)}, "coverage run")
+    covered_lines: dict[str, set[int]] = {}
+    excluded_lines: dict[str, set[int]] = {}
+    for _, covered, excluded in results:
+        for path, lines in covered.items():
+            covered_lines.setdefault(path, set()).update(lines)
+        for path, lines in excluded.items():
+            excluded_lines.setdefault(path, set()).update(lines)
+    state()._covered_lines = covered_lines
+    state()._excluded_lines = excluded_lines
+
+
+def _collect_stats(self: isolation.ForkRunner, tests: Iterable[str] | None) -> int:
+    """mutmut's stats run: for new tests only, as mutmut has it; for the whole selection,
+    in WORKERS processes sharing the test files, this one among them (the mutants are
+    forked from it: it should have imported what the tests import), the others' findings
+    merged into this one's."""
+    if tests:
+        return _original_collect_stats(self, tests)
+    units, index = _selection(), multiprocessing.Value("i", 0)
+
+    def work(number: int) -> dict[str, Any]:
+        state().tests_by_mangled_function_name.clear()
+        state().duration_by_test.clear()
+        state().function_dependencies.clear()
+        code = _share_out(units, lambda unit: self.test_runner.run_stats(tests=[unit]), index)
+        return {
+            "code": code,
+            "tests": dict(state().tests_by_mangled_function_name),
+            "durations": dict(state().duration_by_test),
+            "dependencies": dict(state().function_dependencies),
+        }
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # one process forks the other helpers, while this one takes its share
+        os.close(read_end)
+        with os.fdopen(write_end, "wb") as out:
+            try:
+                pickle.dump(("ok", _in_forks(range(1, WORKERS), work)), out)
+            except BaseException:
+                pickle.dump(("error", traceback.format_exc()), out)
+        os._exit(0)
+    os.close(write_end)
+    own = _share_out(units, lambda unit: self.test_runner.run_stats(tests=[unit]), index)
+    with os.fdopen(read_end, "rb") as back:
+        status, others = pickle.loads(back.read())
+    os.waitpid(pid, 0)
+    if status != "ok":
+        raise RuntimeError(f"a parallel stats run failed:\n{others}")
+    for other in others:
+        for name, found in other["tests"].items():
+            state().tests_by_mangled_function_name[name] |= found
+        state().duration_by_test.update(other["durations"])
+        for name, callers in other["dependencies"].items():
+            state().function_dependencies[name] |= callers
+    # this process's own failure is mutmut's to report (it shows its output)
+    _failed({number: other["code"] for number, other in enumerate(others, 1)}, "stats run")
+    return own if own not in (0, NO_TESTS) else 0
 
 
 def _stats_run(runner: Any, tests: Iterable[str] | None = None) -> None:
@@ -101,6 +276,7 @@ def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: It
 
 
 _original_stats_run = mutmut_main.run_stats_collection
+_original_collect_stats = isolation.ForkRunner.collect_stats
 _original_clean_run = isolation.ForkRunner.run_clean_tests
 
 
@@ -108,6 +284,8 @@ def install() -> None:
     """Put the changes above into mutmut's modules (they look their functions up at call
     time, so replacing the module attributes is enough)."""
     mutmut_main.run_stats_collection = _timed("stats run", _stats_run)
+    mutmut_main.store_lines_covered_by_tests = _timed("coverage run", _coverage_run)
+    isolation.ForkRunner.collect_stats = _collect_stats  # type: ignore[method-assign]
     for attribute, name in TIMED:
         setattr(mutmut_main, attribute, _timed(name, getattr(mutmut_main, attribute)))
     isolation.ForkRunner.run_clean_tests = _timed("clean run", _clean_run)  # type: ignore[method-assign]
@@ -125,6 +303,13 @@ def report(total: float) -> str:
 
 def main(argv: list[str]) -> int:
     """Run mutmut's `run` command with the changes installed; print the step times."""
+    global WORKERS
+    if "--max-children" in argv:
+        WORKERS = max(1, int(argv[argv.index("--max-children") + 1]))
+    # A process started in the background by a shell without job control ignores SIGINT,
+    # and Python then leaves it ignored: the tests of Ctrl+C fail (the clean run stops),
+    # and mutmut cannot be stopped with Ctrl+C. Its default, whoever started us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install()
     start = time.monotonic()
     code = 0
