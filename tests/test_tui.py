@@ -323,6 +323,8 @@ async def test_new_job_without_a_server_says_so_at_once(start_server: StartServe
     async with Client(server.url) as client:
         app = Dashboard(client)
         async with app.run_test(size=SIZE) as pilot:
+            # connected first: the types loaded on connecting must not land after this
+            await settle(pilot, lambda: app.link is Link.CONNECTED, "connected")
             app.jobs_screen.types = None  # as if the types were never loaded
             app.jobs_screen.link = Link.RECONNECTING
             await pilot.press("n")
