@@ -17,7 +17,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-KILLED = {1, 3, 36, 24, -24, 152, 255, 37, -9, -11}  # failed, errors, timeouts, crashes
+TIMEOUTS = {36, 24, -24, 152, 255}  # a test or mutmut's own limit stopped it (SIGXCPU)
+KILLED = {1, 3, 37, -9, -11} | TIMEOUTS  # failed, errors, mypy rejects it, crashes, timeouts
 NO_TESTS = {5, 33, 34}  # no test covers it, or skipped
 
 
@@ -30,22 +31,26 @@ def load(root: Path) -> dict[str, dict[str, int | None]]:
     return verdicts
 
 
-def score(codes: dict[str, int | None]) -> tuple[int, int, int, list[str]]:
-    """(killed, covered, not yet checked, survivor names) of one module's verdicts.
+def score(codes: dict[str, int | None]) -> tuple[int, int, int, int, list[str]]:
+    """(killed, covered, not yet checked, killed by a timeout, survivor names) of one
+    module's verdicts.
 
     A run stopped early leaves mutants unchecked: they count in neither K nor M."""
     killed = sum(1 for code in codes.values() if code in KILLED)
     unchecked = sum(1 for code in codes.values() if code is None)
     covered = sum(1 for code in codes.values() if code not in NO_TESTS) - unchecked
+    timeouts = sum(1 for code in codes.values() if code in TIMEOUTS)
     left = KILLED | NO_TESTS | {None}
     survivors = sorted(name for name, code in codes.items() if code not in left)
-    return killed, covered, unchecked, survivors
+    return killed, covered, unchecked, timeouts, survivors
 
 
-def line(name: str, killed: int, covered: int, unchecked: int = 0) -> str:
-    """`backend/jobs.py  killed 41 of 42 covered (97.6 %)`, and how many are not checked yet."""
+def line(name: str, killed: int, covered: int, unchecked: int = 0, timeouts: int = 0) -> str:
+    """`backend/jobs.py  killed 41 of 42 covered (97.6 %)`, how many of the killed were
+    stopped by a timeout (a hang; worth a look if many), and how many are not checked yet."""
     percent = 100.0 * killed / covered if covered else 100.0
-    rest = f", {unchecked} not checked" if unchecked else ""
+    rest = f", {timeouts} by timeout" if timeouts else ""
+    rest += f", {unchecked} not checked" if unchecked else ""
     return f"{name:<24} killed {killed} of {covered} covered ({percent:.1f} %){rest}"
 
 
@@ -64,17 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     for module, codes in load(args.root).items():
         if args.prefixes and not module.startswith(tuple(args.prefixes)):
             continue
-        killed, covered, unchecked, left = score(codes)
+        killed, covered, unchecked, timeouts, left = score(codes)
         if not codes:
             continue
-        print(line(module, killed, covered, unchecked))
+        print(line(module, killed, covered, unchecked, timeouts))
         for key in (module.split("/")[0] + "/", "overall"):
             totals.setdefault(key, Counter()).update(
-                killed=killed, covered=covered, unchecked=unchecked
+                killed=killed, covered=covered, unchecked=unchecked, timeouts=timeouts
             )
         survivors += [f"{name}  {_status(codes[name])}" for name in left]
     for key, total in sorted(totals.items(), key=lambda item: item[0] == "overall"):
-        print(line(key, total["killed"], total["covered"], total["unchecked"]))
+        print(line(key, total["killed"], total["covered"], total["unchecked"], total["timeouts"]))
     args.survivors.write_text("".join(f"{s}\n" for s in survivors), encoding="utf-8")
     print(f"{len(survivors)} survivors in {args.survivors} (`mutmut show NAME` for the diff)")
     return 0
