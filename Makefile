@@ -46,7 +46,7 @@ MUTANTS ?=
 CHILDREN ?= 4
 NICE ?= nice -n 19
 mutate: $(STAMP)
-	$(NICE) $(BIN)/python tools/mutate.py --max-children $(CHILDREN) $(MUTANTS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(NICE) $(BIN)/python tools/mutate.py --max-children $(CHILDREN) $(MUTANTS)
 	$(BIN)/python tools/mutation_report.py
 
 clean:

@@ -24,6 +24,7 @@ Usage: python tools/mutate.py [--max-children N] [MUTANT_NAME_PATTERN...]
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
 import pickle
@@ -40,9 +41,12 @@ import mutmut.__main__ as mutmut_main
 import pytest
 from mutmut.code_coverage import _excluded_lines
 from mutmut.configuration import config
+from mutmut.mutation import file_mutation
 from mutmut.runners import harness
 from mutmut.state import state
+from mutmut.type_checking import TypeCheckingError
 from mutmut.utils.file_utils import change_cwd, walk_source_files
+from mutmut.utils.format_utils import is_mutated_method_name
 from mutmut.workers import isolation
 
 TIMEOUT_FLOOR = 15.0  # seconds: setup, teardown and a loaded machine, for any test
@@ -245,6 +249,34 @@ def _collect_stats(self: isolation.ForkRunner, tests: Iterable[str] | None) -> i
     return own if own not in (0, NO_TESTS) else 0
 
 
+def _type_check(type_check_command: list[str]) -> list[TypeCheckingError]:
+    """mutmut's type check (`type_check_command`), less the errors outside a mutant: mutmut
+    stops on those, and it makes one itself: it puts its table of a function's mutants
+    between the `@overload`s and the implementation (`backend/store.py`'s `iso`). Each is
+    printed; a mutant's errors are left for mutmut (it counts the mutant caught, exit 37)."""
+    errors = _original_type_check(type_check_command)
+    spans: dict[Path, list[tuple[int, int]]] = {}
+    kept = []
+    for error in errors:
+        if error.file_path not in spans:
+            tree = ast.parse(error.file_path.read_text(encoding="utf-8"))
+            spans[error.file_path] = [
+                (node.lineno, node.end_lineno or node.lineno)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and is_mutated_method_name(node.name)
+            ]
+        if any(start <= error.line_number <= end for start, end in spans[error.file_path]):
+            kept.append(error)
+        else:
+            print(
+                f"    not a mutant's: {error.file_path}:{error.line_number}: "
+                f"{error.error_description}",
+                file=sys.__stdout__,
+            )
+    return kept
+
+
 def _stats_run(runner: Any, tests: Iterable[str] | None = None) -> None:
     """mutmut's stats run; remembers a full one (no test list) that passed: mutmut exits
     the process when a stats run fails, so returning means it passed."""
@@ -283,6 +315,7 @@ def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: It
 
 
 _original_stats_run = mutmut_main.run_stats_collection
+_original_type_check = getattr(file_mutation, "run_type_checker")  # noqa: B009
 _original_collect_stats = isolation.ForkRunner.collect_stats
 _original_clean_run = isolation.ForkRunner.run_clean_tests
 
@@ -293,6 +326,7 @@ def install() -> None:
     mutmut_main.run_stats_collection = _timed("stats run", _stats_run)
     mutmut_main.store_lines_covered_by_tests = _timed("coverage run", _coverage_run)
     isolation.ForkRunner.collect_stats = _collect_stats  # type: ignore[method-assign]
+    setattr(file_mutation, "run_type_checker", _type_check)  # noqa: B010 (not exported)
     for attribute, name in TIMED:
         setattr(mutmut_main, attribute, _timed(name, getattr(mutmut_main, attribute)))
     isolation.ForkRunner.run_clean_tests = _timed("clean run", _clean_run)  # type: ignore[method-assign]
