@@ -1,6 +1,11 @@
-"""`mutmut run`, with two changes to its steps, and the time each step took (TESTING.md).
+"""`mutmut run`, with changes to its steps, and the time each step took (TESTING.md).
 
 mutmut 3.8.1 (`make mutate` runs this instead of `mutmut run`; the arguments are the same):
+
+- **The coverage and stats runs in parallel**, `--max-children` processes sharing the test
+  files (the tests mostly wait); the coverage run stops when a test fails twice.
+- **The type check maps mypy's errors to mutants with ast**, not libcst, and drops (and
+  prints) the errors outside a mutant, which stop mutmut.
 
 - **No clean run after a fresh stats run.** mutmut runs the whole selection three times
   before the first mutant: under coverage (to mutate covered lines only), to record which
