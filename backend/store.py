@@ -108,10 +108,16 @@ class Job:
     ) -> None:
         self.id, self.data, self.seq, self.submitted_at = id, data, seq, submitted_at
         self._kind = kind(type, delay)
-        ran = status is not JobStatus.QUEUED or attempts
-        ran = ran or (started_at, finished_at, result, error) != (None, None, None, None)
-        run = Run(status, started_at, finished_at, result, error, attempts) if ran else None
-        self._run = run
+        self._run = (
+            None
+            if status is JobStatus.QUEUED
+            and not attempts
+            and started_at is None
+            and finished_at is None
+            and result is None
+            and error is None
+            else Run(status, started_at, finished_at, result, error, attempts)
+        )
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, type={self.type.name!r}, status={self.status.value!r})"
@@ -126,7 +132,7 @@ class Job:
     def type(self) -> JobType:
         return self._kind.type
 
-    @type.setter
+    @type.setter  # noqa: A003 - the wire's name
     def type(self, value: JobType) -> None:
         self._kind = kind(value, self._kind.delay)
 
@@ -203,6 +209,9 @@ class Run:
     attempts: int = 0
 
 
+_NOT_STARTED = Run()  # what a queued job that never started reads as; never changed
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """A job's type and its delay after the time scale: shared by the jobs that have both."""
@@ -211,11 +220,25 @@ class Kind:
     delay: float
 
 
-@functools.lru_cache(maxsize=256)
+_KINDS: dict[tuple[int, float], Kind] = {}
+_MOST_KINDS = 1024  # far more than types x time scales in use; past it, the cache starts over
+
+
 def kind(job_type: JobType, delay: float) -> Kind:
     """The one `Kind` of this type and delay (a store has one per type; a journal read back
-    after a change of time scale, a few more). Cached: one object, not 8 bytes per job."""
-    return Kind(job_type, delay)
+    after a change of time scale, a few more): one object, not 8 bytes per job.
+
+    Keyed by the type's identity: hashing a `JobType` (a frozen dataclass of six fields)
+    cost as much as the rest of a `Job`'s construction. Each `Kind` holds its type, so an
+    id in the cache never belongs to another object.
+    """
+    key = (id(job_type), delay)
+    found = _KINDS.get(key)
+    if found is None:
+        if len(_KINDS) >= _MOST_KINDS:
+            _KINDS.clear()
+        found = _KINDS[key] = Kind(job_type, delay)
+    return found
 
 
 Listener = Callable[[Job], None]
@@ -291,36 +314,38 @@ def result_of(job: Job, position: int | None) -> str:
 
 def job_object(job: Job, position: int | None, finish: float | None) -> JobObject:
     """The job object as it goes on the wire, given its position and estimated finish."""
+    kind, run = job._kind, job._run or _NOT_STARTED  # read once: `Job`'s properties cost more
     return {
         "id": job.id,
-        "type": job.type.name,
-        "status": job.status.value,
+        "type": kind.type.name,
+        "status": run.status.value,
         "position": position,
         "data": _fresh(job.data),
-        "delay": job.delay,
+        "delay": kind.delay,
         "submitted_at": iso(job.submitted_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "estimated_finish_at": iso(finish),
-        "error": job.error,
-        "attempts": job.attempts,
+        "error": run.error,
+        "attempts": run.attempts,
     }
 
 
 def job_summary(job: Job, position: int | None) -> JobSummary:
     """A small summary of the job for listings: no full text, no result."""
+    kind, run = job._kind, job._run or _NOT_STARTED
     return {
         "id": job.id,
         "seq": job.seq,
-        "type": job.type.name,
-        "status": job.status.value,
+        "type": kind.type.name,
+        "status": run.status.value,
         "position": position,
         "preview": "".join(graphemes(job.data[: PREVIEW_CHARS * 4])[:PREVIEW_CHARS]),
         "length": len(job.data),
-        "delay": job.delay,
+        "delay": kind.delay,
         "submitted_at": iso(job.submitted_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
     }
 
 
@@ -845,10 +870,11 @@ class MemoryStore(JobViews):
 
     def _outlook(self, job: Job) -> tuple[int | None, float | None]:
         """(position, estimated finish): both for a queued job, the finish for a running one."""
-        if job.status is JobStatus.QUEUED:
+        status = job.status
+        if status is JobStatus.QUEUED:
             ahead, delay = self._ahead(job)
             return ahead, self._clock() + delay + job.delay
-        if job.status is JobStatus.RUNNING and job.started_at is not None:
+        if status is JobStatus.RUNNING and job.started_at is not None:
             return None, job.started_at + job.delay
         return None, None
 
