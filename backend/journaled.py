@@ -23,7 +23,7 @@ from typing import Any
 from backend.jobs import JOB_TYPES, JobType
 from backend.journal import Journal, Refused, Row, Shared
 from backend.protocol import JobStatus
-from backend.store import Job, Limits, MemoryStore, check_cancellable
+from backend.store import Job, Limits, MemoryStore, check_cancellable, id_key
 
 logger = logging.getLogger("taskrpc.store")
 
@@ -261,7 +261,7 @@ class JournaledStore(MemoryStore):
                     fixes.append(_statement(_FAIL, (now, job.error, job.seq)))
                 elif row[5] == JobStatus.RUNNING:
                     fixes.append(_statement(_REQUEUE, ()))
-            self._jobs[job.id] = job
+            self._by_key[job.key] = job
             self._order.append(job)  # rows come in seq order
             self._counts[job.status] += 1
             if job.status is JobStatus.QUEUED:
@@ -272,7 +272,7 @@ class JournaledStore(MemoryStore):
                 finished.append(job)
         finished.sort(key=lambda job: (job.finished_at or 0.0, job.seq))
         for job in finished:
-            self._finished.append(job.id)
+            self._finished.append(job.key)
             self._kept_chars += len(job.result or "")
         self._trim()  # the limits may be lower than the last run's
         if self._pending:
@@ -290,7 +290,7 @@ class JournaledStore(MemoryStore):
                 "taskrpc does not know; upgrade taskrpc, or start with --db another path"
             )
         return Job(
-            job_id,
+            id_key(job_id),  # as the memory store keys the jobs it makes
             job_type,
             data,
             delay,
