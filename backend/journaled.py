@@ -262,7 +262,6 @@ class JournaledStore(MemoryStore):
                 elif row[5] == JobStatus.RUNNING:
                     fixes.append(_statement(_REQUEUE, ()))
             self._by_key[job.key] = job
-            self._order.append(job)  # rows come in seq order
             self._counts[job.status] += 1
             if job.status is JobStatus.QUEUED:
                 self._queued_chars += len(job.data)
