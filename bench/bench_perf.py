@@ -142,25 +142,19 @@ def drain_by_log_level() -> Row:
 
 async def _traced_bytes_per_job(jobs: int) -> float:
     store = MemoryStore(Limits(max_queued=jobs))
-    # Fresh strings, as a parsed request brings them; they are counted with the job.
-    texts = [f"{n:0{TEXT_CHARS}d}" for n in range(jobs)]
     await store.submit("reverse", "x" * TEXT_CHARS)  # first-use allocations out of the count
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for text in texts[1:]:
-            await store.submit("reverse", text)
+        for n in range(1, jobs):
+            # A fresh text, as a parsed request brings it: counted if the store keeps it (or
+            # what it keeps instead), freed if not.
+            await store.submit("reverse", f"{n:0{TEXT_CHARS}d}")
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    # The texts were allocated before the count started: add one text's size per job.
-    return (after - before) / (jobs - 1) + _str_bytes(texts[1])
-
-
-def _str_bytes(text: str) -> int:
-    """A str's allocation as pymalloc rounds it (to 8 bytes)."""
-    return -(-text.__sizeof__() // 8) * 8
+    return (after - before) / (jobs - 1)
 
 
 def memory_per_job() -> Row:
