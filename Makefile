@@ -40,9 +40,10 @@ bench-peers: $(STAMP)
 
 # Mutation testing (TESTING.md): every mutant of backend/, cli/ and tui/model.py against the
 # tests that cover it; `make mutate MUTANTS='backend.jobs.*'` for one module. Not in `make test`.
+# The PostgreSQL tests share one cluster, started and removed by tools/shared_pg.py.
 MUTANTS ?=
 mutate: $(STAMP)
-	nice -n 19 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	nice -n 19 $(BIN)/python tools/shared_pg.py $(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/python tools/mutation_report.py
 
 clean:
