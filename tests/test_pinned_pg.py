@@ -1,0 +1,265 @@
+"""The PostgreSQL store in this process (so that `make mutate` sees it): failover, fencing, a
+lost database, interrupted runs given up, a graceful stop, and the helpers that word errors.
+
+tests/test_pg_cluster.py checks the same behaviours end to end with server processes; these
+are their in-process counterparts, on a real database, one new one per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from backend import pgsql
+from backend.jobs import JOB_TYPES
+from backend.journal import Refused
+from backend.pgstore import PgStore, _reason, is_postgres, redact
+from backend.protocol import JobStatus, StorageUnavailable
+from backend.store import Limits
+from backend.worker import Worker
+from tests.conftest import FAST, until
+from tests.pg import PASSWORD
+
+OpenStore = Callable[..., Awaitable[PgStore]]
+REVERSE = next(t for t in JOB_TYPES if t.name == "reverse")
+
+
+@pytest.fixture
+async def open_store(pg_url: str) -> AsyncIterator[OpenStore]:
+    """Open PgStores on the test's database, each with a worker; all stopped at the end."""
+    opened: list[tuple[PgStore, asyncio.Task[None]]] = []
+
+    async def open_one(name: str, limits: Limits | None = None, *, work: bool = True) -> PgStore:
+        store = PgStore(pg_url, limits or Limits(time_scale=FAST), name=name)
+        await store.open()
+        opened.append((store, start_worker(store) if work else asyncio.create_task(idle())))
+        return store
+
+    yield open_one
+    for store, worker in opened:
+        store.close()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await store.shutdown()
+
+
+def start_worker(store: PgStore) -> asyncio.Task[None]:
+    """The store's worker, running."""
+    return asyncio.create_task(Worker(store).run())
+
+
+async def idle() -> None:
+    """A worker that takes nothing."""
+    await asyncio.Event().wait()
+
+
+async def sql(url: str, statement: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on the database (as the superuser the tests connect as)."""
+    connection = await asyncpg.connect(url)
+    try:
+        rows: list[asyncpg.Record] = await connection.fetch(statement, *args)
+        return rows
+    finally:
+        await connection.close()
+
+
+END_SESSIONS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+async def end_sessions(url: str, where: str) -> int:
+    """pg_terminate_backend every other session of the database matching `where`."""
+    return len(await sql(url, f"{END_SESSIONS} AND ({where})"))
+
+
+async def row_of(url: str, job_id: str) -> asyncpg.Record:
+    """The job's row as the database holds it."""
+    rows = await sql(url, "SELECT * FROM taskrpc.jobs WHERE id = $1", job_id)
+    assert len(rows) == 1
+    return rows[0]
+
+
+# -- the helpers ----------------------------------------------------------------------
+
+
+def test_both_url_schemes_name_postgres_and_a_file_does_not() -> None:
+    """`postgresql://` and `postgres://` select PostgreSQL; a path, or the scheme elsewhere,
+    does not."""
+    assert is_postgres("postgresql://u@h/db")
+    assert is_postgres("postgres://u@h/db")
+    assert not is_postgres("jobs.db")
+    assert not is_postgres("./postgres://x")
+
+
+def test_redact_hides_the_password_only() -> None:
+    """The password becomes *** and nothing else changes; a URL without one is unchanged."""
+    assert redact("postgresql://u:s3cret@h:5432/db?x=1") == "postgresql://u:***@h:5432/db?x=1"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("postgresql://s3cret:s3cret@h/s3cret") == "postgresql://s3cret:***@h/s3cret"
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (TimeoutError(), "it did not answer in time"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused (is PostgreSQL"),
+        (OSError(113, "No Route To Host"), "no route to host"),
+        (OSError("bare"), "bare"),
+        (ValueError("first line\nsecond line"), "first line"),
+        (ValueError("  "), "ValueError"),
+    ],
+)
+def test_a_database_failure_is_worded_in_one_line(error: BaseException, says: str) -> None:
+    """Why the database failed, in one line: timeouts, refusals and OS errors in words, else
+    the first line of the error, else its kind."""
+    reason = _reason(error)
+    assert reason.startswith(says)
+    assert "\n" not in reason
+
+
+# -- start-up -------------------------------------------------------------------------
+
+
+async def test_a_newer_schema_is_refused_and_left_alone(pg_url: str) -> None:
+    """A database a newer taskrpc wrote is refused (one line naming both versions) and kept."""
+    store = PgStore(pg_url)
+    await store.open()
+    await store.shutdown()
+    await sql(pg_url, f"UPDATE taskrpc.meta SET schema_version = {pgsql.SCHEMA_VERSION + 1}")
+    with pytest.raises(Refused, match=r"newer taskrpc \(schema 2; this one knows up to 1\)"):
+        await PgStore(pg_url).open()
+    rows = await sql(pg_url, "SELECT schema_version FROM taskrpc.meta")
+    assert [row["schema_version"] for row in rows] == [pgsql.SCHEMA_VERSION + 1]
+
+
+async def test_the_schema_is_made_once_and_a_second_server_keeps_the_jobs(pg_url: str) -> None:
+    """Opening an existing database migrates nothing and loads its jobs; one meta row."""
+    first = PgStore(pg_url, Limits(time_scale=FAST))
+    await first.open()
+    job = await first.submit("reverse", "kept")
+    await first.shutdown()
+    second = PgStore(pg_url, Limits(time_scale=FAST))
+    await second.open()
+    try:
+        assert second.get(job.id).data == "kept"
+        rows = await sql(pg_url, "SELECT schema_version FROM taskrpc.meta")
+        assert [row["schema_version"] for row in rows] == [pgsql.SCHEMA_VERSION]
+    finally:
+        await second.shutdown()
+
+
+async def test_an_unreachable_database_is_refused_without_its_password(pg_url: str) -> None:
+    """A wrong password: Refused, one line, the URL redacted."""
+    url = pg_url.replace(f":{PASSWORD}@", ":wrong-one@")
+    with pytest.raises(Refused) as refused:
+        await PgStore(url).open()
+    said = str(refused.value)
+    assert said.startswith(f"cannot use the database {redact(url)}: password authentication")
+    assert "wrong-one" not in said
+
+
+# -- the runner -----------------------------------------------------------------------
+
+
+async def test_failover_reruns_the_job_and_the_old_runner_records_nothing(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """The runner's lock session ends mid-job: it steps down at once (the job waits again in
+    its mirror), a server takes the lock within the election interval and reruns the job
+    (attempt 2) to the end; the standby names the runner all along."""
+    first = await open_store("first", Limits(time_scale=0.5))
+    second = await open_store("second", Limits(time_scale=0.5))
+    assert (first.role, second.role) == ("runner", "standby")
+    assert (first.runner, second.runner) == ("first", "first")
+    seen: list[JobStatus] = []
+    first.subscribe(lambda changed: seen.append(changed.status))
+    job = await first.submit("reverse", "abc")
+    await until(lambda: first.get(job.id).status is JobStatus.RUNNING, what="the job to start")
+    assert await end_sessions(pg_url, "application_name = 'taskrpc first'") == 1
+    await until(lambda: first.role == "standby", what="the runner to step down")
+    assert seen[:3] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
+    assert first.get(job.id).started_at is None
+    await until(lambda: second.get(job.id).status is JobStatus.DONE, what="the rerun to end")
+    done = second.get(job.id)
+    assert (done.result, done.attempts) == ("cba", 2)
+    row = await row_of(pg_url, job.id)
+    runner = first if row["runner"] == "first" else second
+    assert runner.role == "runner"
+    await until(lambda: second.runner == runner.name, what="the standby to name the runner")
+    assert first.get(job.id).status is JobStatus.DONE
+
+
+async def test_an_interrupted_job_is_failed_after_max_attempts(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """A job whose runs were interrupted max_attempts times fails, saying so; one short of it
+    runs (its last attempt)."""
+    store = await open_store("only", Limits(time_scale=FAST, max_attempts=3), work=False)
+    given_up = await store.submit("reverse", "given up")
+    runs = await store.submit("reverse", "runs")
+    await sql(pg_url, "UPDATE taskrpc.jobs SET attempts = 3 WHERE id = $1", given_up.id)
+    await sql(pg_url, "UPDATE taskrpc.jobs SET attempts = 2 WHERE id = $1", runs.id)
+    worker = start_worker(store)
+    try:
+        await until(lambda: store.get(runs.id).status is JobStatus.DONE, what="the runs job")
+    finally:
+        worker.cancel()
+    failed = store.get(given_up.id)
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "interrupted 3 times")
+    assert failed.finished_at is not None
+    assert (store.get(runs.id).attempts, store.get(runs.id).result) == (3, "snur")
+
+
+async def test_a_graceful_stop_puts_the_running_job_back(pg_url: str) -> None:
+    """Shutting down mid-job puts it back at the head of the queue, not started, no runner."""
+    store = PgStore(pg_url, Limits(time_scale=1.0), name="stopping")
+    await store.open()
+    worker = asyncio.create_task(Worker(store).run())
+    job = await store.submit("reverse", "back")
+    await until(lambda: store.get(job.id).status is JobStatus.RUNNING, what="the job to start")
+    store.close()
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+    await store.shutdown()
+    row = await row_of(pg_url, job.id)
+    assert (row["status"], row["runner"], row["started_at"]) == ("queued", None, None)
+    assert row["attempts"] == 1
+
+
+# -- the mirror -----------------------------------------------------------------------
+
+
+async def test_a_lost_database_answers_unavailable_then_reloads_what_changed(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """Every session of a store ends and it cannot reconnect: it answers StorageUnavailable;
+    once it can, its mirror is what the database holds (a job added, one deleted meanwhile)."""
+    store = await open_store("cut", work=False)
+    deleted = await store.submit("reverse", "deleted meanwhile")
+    name = pg_url.rsplit("/", 1)[1]
+    cluster_url = pg_url.removesuffix(name) + "postgres"
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await sql(cluster_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.fetch(END_SESSIONS)
+        await until(lambda: not store.available, what="the store to notice")
+        with pytest.raises(StorageUnavailable, match="cannot be reached"):
+            await store.submit("reverse", "refused")
+        with pytest.raises(StorageUnavailable):
+            list(store.newest())
+        added = await pgsql.insert(admin, [("added-meanwhile", REVERSE.code, "added", 0.0)])
+        await admin.execute("DELETE FROM taskrpc.jobs WHERE id = $1", deleted.id)
+    finally:
+        await admin.close()
+        await sql(cluster_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    await until(lambda: store.available, what="the store to reconnect")
+    assert [job.id for job in store.newest()] == [added[0]["id"]]
+    assert store.get("added-meanwhile").data == "added"
