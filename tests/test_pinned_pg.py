@@ -18,7 +18,7 @@ from backend import pgsql
 from backend.jobs import JOB_TYPES
 from backend.journal import Refused
 from backend.pgstore import PgStore, _reason, is_postgres, redact
-from backend.protocol import JobStatus, StorageUnavailable
+from backend.protocol import AlreadyFinished, JobNotFound, JobStatus, StorageUnavailable
 from backend.store import Limits
 from backend.worker import Worker
 from tests.conftest import FAST, until
@@ -263,3 +263,119 @@ async def test_a_lost_database_answers_unavailable_then_reloads_what_changed(
     await until(lambda: store.available, what="the store to reconnect")
     assert [job.id for job in store.newest()] == [added[0]["id"]]
     assert store.get("added-meanwhile").data == "added"
+
+
+async def test_a_standby_mirror_follows_every_change_of_the_runner(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """What the runner does (start, finish, retention's deletes) and what the standby does
+    (submit, cancel) reach the other server's mirror, with no query from it."""
+    runner = await open_store("runner", Limits(time_scale=FAST, max_finished=1))
+    standby = await open_store("standby", Limits(time_scale=FAST, max_finished=1))
+    statuses: list[JobStatus] = []
+    forgotten: list[str] = []
+    standby.subscribe(lambda job: statuses.append(job.status), lambda job: forgotten.append(job.id))
+    first = await standby.submit("reverse", "first")
+    await until(lambda: standby.get(first.id).status is JobStatus.DONE, what="the first job")
+    assert statuses == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE]
+    assert standby.get(first.id).result == "tsrif"
+    second = await standby.submit("reverse", "second")
+    await until(lambda: forgotten == [first.id], what="retention to drop the first job")
+    with pytest.raises(JobNotFound):
+        standby.get(first.id)
+    await until(lambda: standby.get(second.id).status is JobStatus.DONE, what="the second job")
+    assert runner.get(second.id).result == "dnoces"
+    assert standby.counts()["done"] == 1
+
+
+async def test_a_cancel_through_the_standby_stops_the_runners_job(
+    open_store: OpenStore,
+) -> None:
+    """A cancel through the standby lands on the runner's running job; a second one is
+    refused as already finished."""
+    runner = await open_store("runner", Limits(time_scale=1.0))
+    standby = await open_store("standby", Limits(time_scale=1.0))
+    job = await runner.submit("reverse", "long")
+    await until(lambda: standby.get(job.id).status is JobStatus.RUNNING, what="the job to run")
+    cancelled = await standby.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    await until(lambda: runner.running is None, what="the runner to stop the job")
+    assert runner.get(job.id).status is JobStatus.CANCELLED
+    with pytest.raises(AlreadyFinished):
+        await standby.cancel(job.id)
+
+
+async def test_a_failed_group_commit_fails_each_submit_in_it_and_frees_their_room(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """Submits that share a commit that fails all get StorageUnavailable, none hangs, and the
+    queue limit stops counting them."""
+    store = await open_store("only", Limits(time_scale=FAST, max_queued=3), work=False)
+    await sql(pg_url, "ALTER TABLE taskrpc.jobs ADD CONSTRAINT no_bad CHECK (data <> 'bad')")
+    tries = [store.submit("reverse", text) for text in ("ok", "bad", "fine")]
+    outcomes = await asyncio.wait_for(asyncio.gather(*tries, return_exceptions=True), 10)
+    assert [type(outcome) for outcome in outcomes] == [StorageUnavailable] * 3
+    assert "no_bad" in str(outcomes[1])
+    jobs = [await store.submit("reverse", f"room {n}") for n in range(3)]
+    assert [job.status for job in jobs] == [JobStatus.QUEUED] * 3
+
+
+async def test_find_reads_a_job_no_notification_brought(pg_url: str, open_store: OpenStore) -> None:
+    """A job committed without a notification is unknown to `get` but read by `find`."""
+    store = await open_store("only", work=False)
+    await sql(
+        pg_url,
+        "INSERT INTO taskrpc.jobs (id, seq, type, data, delay, submitted_at)"
+        " VALUES ('quiet', nextval('taskrpc.seq'), $1, 'silent', 0, 0)",
+        REVERSE.code,
+    )
+    with pytest.raises(JobNotFound):
+        store.get("quiet")
+    found = await store.find("quiet")
+    assert (found.id, found.data, found.status) == ("quiet", "silent", JobStatus.QUEUED)
+    assert store.get("quiet") is found
+    with pytest.raises(JobNotFound):
+        await store.find("nowhere")
+
+
+async def test_location_and_serving_name_the_runner(pg_url: str, open_store: OpenStore) -> None:
+    """`location` names the database without its password and this server's role; the URL
+    given to `serving` is the name the other servers see."""
+    store = await open_store("before", work=False)
+    assert store.location == f"in {redact(pg_url)}, this server is the runner"
+    assert PASSWORD not in store.location
+    store.serving("http://127.0.0.1:1234")
+    standby = await open_store("standby", work=False)
+    assert standby.location.endswith("this server is the standby")
+    await until(lambda: standby.runner == "http://127.0.0.1:1234", what="the runner's new name")
+    assert store.runner == "http://127.0.0.1:1234"
+
+
+async def test_many_submits_at_once_reach_the_standby_in_order(open_store: OpenStore) -> None:
+    """1 100 submits in one burst: two group commits, notifications of 300 ids, reads of 500:
+    the standby's mirror holds every job, in submission order."""
+    runner = await open_store("runner", work=False)
+    standby = await open_store("standby", work=False)
+    jobs = await asyncio.gather(*(runner.submit("reverse", f"n{n}") for n in range(1100)))
+    await until(lambda: standby.queued == 1100, what="every job in the standby's mirror")
+    assert [job.id for job in standby.newest()] == [job.id for job in reversed(jobs)]
+    assert [job.seq for job in jobs] == sorted(job.seq for job in jobs)
+
+
+async def test_the_runners_statements_are_fenced(pg_url: str, open_store: OpenStore) -> None:
+    """A session that does not hold the runner lock can neither start, finish nor put back a
+    job: each raises LostLock and changes nothing."""
+    store = await open_store("runner", work=False)
+    job = await store.submit("reverse", "fenced")
+    connection = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(pgsql.LostLock):
+            await pgsql.take(connection, "intruder", 3)
+        with pytest.raises(pgsql.LostLock):
+            await pgsql.finish(connection, (job, "intruder", 1), (JobStatus.DONE, "x", None), [])
+        with pytest.raises(pgsql.LostLock):
+            await pgsql.put_back(connection, job.id)
+    finally:
+        await connection.close()
+    row = await row_of(pg_url, job.id)
+    assert (row["status"], row["attempts"], row["version"]) == ("queued", 0, 1)
