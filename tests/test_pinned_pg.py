@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -218,7 +219,8 @@ async def test_an_interrupted_job_is_failed_after_max_attempts(
 
 
 async def test_a_graceful_stop_puts_the_running_job_back(pg_url: str) -> None:
-    """Shutting down mid-job puts it back at the head of the queue, not started, no runner."""
+    """Shutting down mid-job puts it back at the head of the queue, not started, no runner,
+    and closes every session of the store."""
     store = PgStore(pg_url, Limits(time_scale=1.0), name="stopping")
     await store.open()
     worker = asyncio.create_task(Worker(store).run())
@@ -232,6 +234,11 @@ async def test_a_graceful_stop_puts_the_running_job_back(pg_url: str) -> None:
     row = await row_of(pg_url, job.id)
     assert (row["status"], row["runner"], row["started_at"]) == ("queued", None, None)
     assert row["attempts"] == 1
+    sessions = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+    deadline = time.monotonic() + 5
+    while (await sql(pg_url, sessions))[0]["n"] > 1:  # its own sessions end with it
+        assert time.monotonic() < deadline, "the stopped store left sessions open"
+        await asyncio.sleep(0.01)
 
 
 # -- the mirror -----------------------------------------------------------------------
@@ -244,6 +251,7 @@ async def test_a_lost_database_answers_unavailable_then_reloads_what_changed(
     once it can, its mirror is what the database holds (a job added, one deleted meanwhile)."""
     store = await open_store("cut", work=False)
     deleted = await store.submit("reverse", "deleted meanwhile")
+    waiting = asyncio.create_task(store.wait(deleted, timeout=30))
     name = pg_url.rsplit("/", 1)[1]
     cluster_url = pg_url.removesuffix(name) + "postgres"
     admin = await asyncpg.connect(pg_url)
@@ -251,6 +259,8 @@ async def test_a_lost_database_answers_unavailable_then_reloads_what_changed(
         await sql(cluster_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.fetch(END_SESSIONS)
         await until(lambda: not store.available, what="the store to notice")
+        with pytest.raises(StorageUnavailable):  # the wait in progress is told at once
+            await asyncio.wait_for(waiting, 5)
         with pytest.raises(StorageUnavailable, match="cannot be reached"):
             await store.submit("reverse", "refused")
         with pytest.raises(StorageUnavailable):
