@@ -59,6 +59,14 @@ async def idle() -> None:
     await asyncio.Event().wait()
 
 
+def status_of(store: PgStore, job_id: str) -> JobStatus | None:
+    """The job's status in the store's mirror; None while no notification brought it."""
+    try:
+        return store.get(job_id).status
+    except JobNotFound:
+        return None
+
+
 async def sql(url: str, statement: str, *args: object) -> list[asyncpg.Record]:
     """Run one statement on the database (as the superuser the tests connect as)."""
     connection = await asyncpg.connect(url)
@@ -187,7 +195,7 @@ async def test_failover_reruns_the_job_and_the_old_runner_records_nothing(
     await until(lambda: first.role == "standby", what="the runner to step down")
     assert seen[:3] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
     assert first.get(job.id).started_at is None
-    await until(lambda: second.get(job.id).status is JobStatus.DONE, what="the rerun to end")
+    await until(lambda: status_of(second, job.id) is JobStatus.DONE, what="the rerun to end")
     done = second.get(job.id)
     assert (done.result, done.attempts) == ("cba", 2)
     row = await row_of(pg_url, job.id)
@@ -281,7 +289,9 @@ async def test_a_standby_mirror_follows_every_change_of_the_runner(
     """What the runner does (start, finish, retention's deletes) and what the standby does
     (submit, cancel) reach the other server's mirror, with no query from it."""
     runner = await open_store("runner", Limits(time_scale=FAST, max_finished=1))
-    standby = await open_store("standby", Limits(time_scale=FAST, max_finished=1))
+    # The standby submits: its time scale makes each job last 0.5 s, long enough for the
+    # standby to read the row while it runs.
+    standby = await open_store("standby", Limits(time_scale=0.25, max_finished=1))
     statuses: list[JobStatus] = []
     forgotten: list[str] = []
     standby.subscribe(lambda job: statuses.append(job.status), lambda job: forgotten.append(job.id))
@@ -306,7 +316,7 @@ async def test_a_cancel_through_the_standby_stops_the_runners_job(
     runner = await open_store("runner", Limits(time_scale=1.0))
     standby = await open_store("standby", Limits(time_scale=1.0))
     job = await runner.submit("reverse", "long")
-    await until(lambda: standby.get(job.id).status is JobStatus.RUNNING, what="the job to run")
+    await until(lambda: status_of(standby, job.id) is JobStatus.RUNNING, what="the job to run")
     cancelled = await standby.cancel(job.id)
     assert cancelled.status is JobStatus.CANCELLED
     await until(lambda: runner.running is None, what="the runner to stop the job")
