@@ -193,6 +193,7 @@ async def test_failover_reruns_the_job_and_the_old_runner_records_nothing(
     await until(lambda: first.get(job.id).status is JobStatus.RUNNING, what="the job to start")
     assert await end_sessions(pg_url, "application_name = 'taskrpc first'") == 1
     await until(lambda: first.role == "standby", what="the runner to step down")
+    assert first.runner is None  # until it looks again (it reconnects first: 0.5 s)
     assert seen[:3] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
     assert first.get(job.id).started_at is None
     await until(lambda: status_of(second, job.id) is JobStatus.DONE, what="the rerun to end")
@@ -399,3 +400,50 @@ async def test_the_runners_statements_are_fenced(pg_url: str, open_store: OpenSt
         await connection.close()
     row = await row_of(pg_url, job.id)
     assert (row["status"], row["attempts"], row["version"]) == ("queued", 0, 1)
+
+
+async def test_a_listing_walk_survives_jobs_leaving_its_status(open_store: OpenStore) -> None:
+    """`newest` walks the mirror lazily: jobs cancelled mid-walk shrink the index under it, and
+    the walk goes on with the jobs that are left."""
+    store = await open_store("only", work=False)
+    jobs = [await store.submit("reverse", f"q{n}") for n in range(3)]
+    walk = store.newest(JobStatus.QUEUED)
+    assert next(walk) is jobs[2]
+    for job in jobs[1:]:
+        await store.cancel(job.id)
+    assert list(walk) == [jobs[0]]
+
+
+async def test_the_runner_sees_its_own_result_at_once(open_store: OpenStore) -> None:
+    """Once `finish` returns, the runner's mirror holds the outcome (no wait for NOTIFY)."""
+    store = await open_store("only", work=False)
+    job = await store.submit("reverse", "now")
+    taken = await asyncio.wait_for(store.take(), 10)
+    assert taken is job
+    assert store.get(job.id).status is JobStatus.RUNNING
+    await store.finish(taken, JobStatus.DONE, result="won")
+    assert (store.get(job.id).status, store.get(job.id).result) == (JobStatus.DONE, "won")
+
+
+async def test_a_runner_that_cannot_record_gives_up_its_lock_session(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """A result the database refuses: the runner steps down and ends its lock session (the
+    lock goes with it), then takes the lock again on a new session and reruns the job, until
+    max_attempts fails it."""
+    store = await open_store("only", Limits(time_scale=FAST, max_attempts=2), work=False)
+    await sql(pg_url, "ALTER TABLE taskrpc.jobs ADD CONSTRAINT no_bad CHECK (result <> 'bad')")
+    pid = "SELECT pid FROM pg_stat_activity WHERE application_name = 'taskrpc only'"
+    first_session = [row["pid"] for row in await sql(pg_url, pid)]
+    job = await store.submit("reverse", "dab")
+    worker = start_worker(store)
+    try:
+        await until(lambda: store.role == "standby", what="the runner to step down")
+        assert store.runner is None
+        await until(lambda: status_of(store, job.id) is JobStatus.FAILED, what="the job failed")
+    finally:
+        worker.cancel()
+    assert store.get(job.id).error == "interrupted 2 times"
+    second_session = [row["pid"] for row in await sql(pg_url, pid)]
+    assert len(first_session) == len(second_session) == 1
+    assert first_session != second_session
