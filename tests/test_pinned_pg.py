@@ -447,3 +447,19 @@ async def test_a_runner_that_cannot_record_gives_up_its_lock_session(
     second_session = [row["pid"] for row in await sql(pg_url, pid)]
     assert len(first_session) == len(second_session) == 1
     assert first_session != second_session
+
+
+async def test_results_exactly_at_the_kept_characters_limit_are_all_kept(
+    open_store: OpenStore,
+) -> None:
+    """Finished results totalling exactly max_kept_chars are all kept; one character more
+    and the oldest goes."""
+    store = await open_store("only", Limits(time_scale=FAST, max_kept_chars=6))
+    first = await store.submit("reverse", "abc")
+    second = await store.submit("reverse", "def")
+    await until(lambda: store.get(second.id).status is JobStatus.DONE, what="the second job")
+    assert store.get(first.id).result == "cba"
+    third = await store.submit("reverse", "g")
+    await until(lambda: status_of(store, third.id) is JobStatus.DONE, what="the third job")
+    assert status_of(store, first.id) is None
+    assert status_of(store, second.id) is JobStatus.DONE
