@@ -450,10 +450,10 @@ async def test_a_runner_that_cannot_record_gives_up_its_lock_session(
 
 
 async def test_results_exactly_at_the_kept_characters_limit_are_all_kept(
-    open_store: OpenStore,
+    pg_url: str, open_store: OpenStore
 ) -> None:
     """Finished results totalling exactly max_kept_chars are all kept; one character more
-    and the oldest goes."""
+    and the oldest goes, from the mirror and from the database."""
     store = await open_store("only", Limits(time_scale=FAST, max_kept_chars=6))
     first = await store.submit("reverse", "abc")
     second = await store.submit("reverse", "def")
@@ -463,3 +463,41 @@ async def test_results_exactly_at_the_kept_characters_limit_are_all_kept(
     await until(lambda: status_of(store, third.id) is JobStatus.DONE, what="the third job")
     assert status_of(store, first.id) is None
     assert status_of(store, second.id) is JobStatus.DONE
+    rows = await sql(pg_url, "SELECT id FROM taskrpc.jobs ORDER BY seq")
+    assert [row["id"] for row in rows] == [second.id, third.id]  # deleted from the database
+
+
+async def test_an_error_and_a_late_result_are_recorded_as_they_should(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """A failed run's error reaches the database; a result recorded after a cancel landed
+    leaves the job cancelled, quietly."""
+    store = await open_store("only", work=False)
+    failing = await store.submit("reverse", "fails")
+    taken = await asyncio.wait_for(store.take(), 10)
+    await store.finish(taken, JobStatus.FAILED, error="ValueError: boom")
+    row = await row_of(pg_url, failing.id)
+    assert (row["status"], row["error"], row["result"]) == ("failed", "ValueError: boom", None)
+    late = await store.submit("reverse", "late")
+    taken = await asyncio.wait_for(store.take(), 10)
+    await store.cancel(late.id)
+    await store.finish(taken, JobStatus.DONE, result="etal")
+    assert store.get(late.id).status is JobStatus.CANCELLED
+    row = await row_of(pg_url, late.id)
+    assert (row["status"], row["result"]) == ("cancelled", None)
+
+
+async def test_a_runner_lock_held_by_another_program_names_no_runner(
+    pg_url: str, open_store: OpenStore
+) -> None:
+    """The runner lock held by a session that is not a taskrpc server: the store stays
+    standby and names no runner (rather than the other program's name)."""
+    holder = await asyncpg.connect(pg_url, server_settings={"application_name": "intruder"})
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1, $2)", pgsql.LOCK_SPACE, pgsql.RUNNER_LOCK)
+        store = await open_store("only", work=False)
+        assert (store.role, store.runner) == ("standby", None)
+    finally:
+        await holder.close()
+    await until(lambda: store.role == "runner", what="the store to take the freed lock")
+    assert store.runner == "only"
