@@ -1,6 +1,10 @@
 """A throw-away PostgreSQL cluster for the tests: `initdb` in a temporary folder, `pg_ctl` on a
 free loopback port, removed at the end.
 
+`make mutate` runs every mutant as a pytest session of its own: there a cluster started once
+outside the sessions (tools/shared_pg.py) is named by `TASKRPC_TEST_PG_CLUSTER` (its folder),
+and each session uses it instead of starting one. Each test still gets a new empty database.
+
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster belongs to a system
 user made for it (`taskrpc-pg`). When PostgreSQL is not installed, the tests that need it fail
 with a line that says how to install it; they are never skipped.
@@ -33,6 +37,7 @@ INSTALL_HINT = (
     "Ubuntu, `brew install postgresql` on macOS (.ci/run does this by itself)"
 )
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin/initdb"
+SHARED = "TASKRPC_TEST_PG_CLUSTER"  # the folder of a running cluster the sessions share
 _names = itertools.count()
 
 
@@ -94,6 +99,19 @@ class Cluster:
         return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     @classmethod
+    def attach(cls, folder: Path) -> Cluster:
+        """The running cluster `create` made in `folder` and `start` started (its port is in
+        `folder`/port): for sessions that share one (`TASKRPC_TEST_PG_CLUSTER`)."""
+        folder_bin = find_bin()
+        if folder_bin is None:
+            pytest.fail(INSTALL_HINT, pytrace=False)
+        try:
+            port = int((folder / "port").read_text())
+        except (OSError, ValueError) as exc:
+            pytest.fail(f"{SHARED}={folder} names no running test cluster: {exc}", pytrace=False)
+        return cls(folder_bin, folder, port, _owner())
+
+    @classmethod
     def create(cls, *, path: str | None = None, pattern: str = DEBIAN_BINARIES) -> Cluster:
         """initdb a new cluster in a temporary folder (not started), with the initdb found on
         `path` or by `pattern` (see `find_bin`)."""
@@ -138,6 +156,7 @@ class Cluster:
                 "-c max_connections=200",
             )
         )
+        (self.folder / "port").write_text(str(self.port))  # for `attach`
         self._run(
             "pg_ctl",
             "start",
@@ -199,7 +218,12 @@ def running_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    """One PostgreSQL server shared by the whole test session."""
+    """One PostgreSQL server shared by the whole test session: its own, or the one
+    `TASKRPC_TEST_PG_CLUSTER` names (left running: its starter stops it)."""
+    shared = os.environ.get(SHARED)
+    if shared:
+        yield Cluster.attach(Path(shared))
+        return
     with running_cluster() as cluster:
         yield cluster
 
