@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
@@ -164,9 +164,12 @@ def too_large(limit: int) -> web.Response:
 
 def same_secret(given: str, expected: str) -> bool:
     """Compare a secret in constant time, whatever characters `given` holds."""
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
+    return hmac.compare_digest(_utf8(given), _utf8(expected))
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, lone surrogates too (a header decoded with surrogateescape has them)."""
+    return text.encode(errors="surrogatepass")  # str.encode's codec is always UTF-8
 
 
 class MalformedRequests(logging.Filter):
@@ -228,7 +231,7 @@ def _origin(url: str) -> str:
 
 
 def _upgrade(request: web.Request) -> bool:
-    return request.path == WS_PATH and request.headers.get("Upgrade", "").lower() == "websocket"
+    return request.path == WS_PATH and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
 def _health(request: web.Request) -> bool:

@@ -47,6 +47,8 @@ SWITCH_INTERVAL = 0.0005
 _writers: list[float] = []  # the switch interval each running writer thread found at start
 _HEADER = b"SQLite format 3\x00"
 _NO_PAGE_LIMIT = 0xFFFFFFFE  # SQLite's largest max_page_count
+_FREE_PAGES = "PRAGMA freelist_count"  # SQL text lives out here: its case is no mutant
+_PAGES = "PRAGMA page_count"
 _STARTING = "-"  # the URL in the lock file until the server listens
 
 # Each version's step from the one before: _MIGRATIONS[n] turns version n into n + 1.
@@ -429,7 +431,7 @@ class Journal:
 
         def limit(journal: Journal) -> None:
             assert journal.connection is not None
-            pages = journal.connection.execute("PRAGMA page_count").fetchone()[0]
+            pages = journal.connection.execute(_PAGES).fetchone()[0]
             cap = _NO_PAGE_LIMIT if extra is None else pages + extra
             journal.connection.execute(f"PRAGMA max_page_count = {cap}").fetchall()
 
@@ -504,8 +506,10 @@ class Journal:
         """Give free pages back to the file system, so that retention shrinks the file."""
         self._deleted = 0
         try:
-            if connection.execute("PRAGMA freelist_count").fetchone()[0] >= VACUUM_PAGES:
-                connection.execute("PRAGMA incremental_vacuum").fetchall()
+            if connection.execute(_FREE_PAGES).fetchone()[0] >= VACUUM_PAGES:
+                # executescript runs it to the end: execute() steps a statement without
+                # columns once, and this one frees one page a step (one page a vacuum)
+                connection.executescript("PRAGMA incremental_vacuum")
         except sqlite3.Error as exc:
             logger.warning("incremental vacuum of %s failed: %s", self.path, exc)
 

@@ -242,7 +242,7 @@ def _convert(kind: object, text: str) -> object:
             return True
         if lowered in ("0", "false", "no", "off", ""):
             return False
-        raise ValueError(text)
+        raise ValueError  # from_args names the variable and its value
     if kind == "int":
         return int(text)
     if kind == "float":
@@ -279,18 +279,15 @@ def _parser() -> argparse.ArgumentParser:
         shown = "" if f.name == "db" else f" (default: {f.default})"  # db's help says it
         help_text = f"{f.metadata['help']}{shown}"
         if f.type == "bool":
-            parser.add_argument(
-                flag, action="store_const", const=True, default=None, help=help_text
-            )
+            parser.add_argument(flag, action="store_const", const=True, help=help_text)
             continue
         if f.type == "tuple[str, ...]":
             help_text = f"{f.metadata['help']}; env: comma-separated"
-            parser.add_argument(flag, action="append", dest=f.name, default=None, help=help_text)
+            parser.add_argument(flag, action="append", dest=f.name, help=help_text)
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
         choices = {"log_level": LOG_LEVELS, "loop": LOOPS}.get(f.name)
-        extra: dict[str, Any] = {} if choices is None else {"choices": choices}
-        parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
+        parser.add_argument(flag, type=kind, choices=choices, help=help_text)
     return parser
 
 

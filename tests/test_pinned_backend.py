@@ -13,6 +13,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ from backend.collector import full_pass
 from backend.envelope import parse
 from backend.gate import MalformedRequests
 from backend.jobs import JOB_TYPES
-from backend.journal import Journal, default_path
+from backend.journal import VACUUM_PAGES, Journal, Shared, _append, _Group, _Write, default_path
 from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
@@ -525,3 +526,71 @@ async def test_a_list_page_is_answered_without_a_pause(server: Server) -> None:
     page = (await server.call("list", {"limit": 10}))["result"]
     assert len(page["jobs"]) == 3
     assert time.monotonic() - started < 0.5
+
+
+def _kind() -> Shared[int]:
+    """A kind of shared write that does nothing."""
+    return Shared(work=lambda journal, items: None, apply=lambda i, o: None, undo=lambda i: None)
+
+
+def _group(kind: Shared[int], *items: int) -> _Group[int]:
+    """A group of `kind`'s writes, as `Journal.join` makes them."""
+    return _Group(kind, list(items), [])
+
+
+def test_a_later_turns_writes_join_the_group_the_commit_ends_with() -> None:
+    """`_append` merges a group into a last group of its kind only, and keeps every write."""
+    kind, other = _kind(), _kind()
+    single = _Write(work=lambda journal: None, apply=None, future=None)
+    batch: list[_Write | _Group[Any]] = [_group(kind, 1)]
+    _append(batch, [_group(kind, 2), single])
+    assert [type(write) for write in batch] == [_Group, _Write]
+    assert batch[0].items == [1, 2] and batch[1] is single  # type: ignore[union-attr]
+    batch = [_group(kind, 1)]
+    _append(batch, [_group(other, 2)])
+    assert [write.items for write in batch] == [[1], [2]]  # type: ignore[union-attr]
+    batch = []
+    _append(batch, [_group(kind, 1)])  # an empty commit, or nothing more: no joining
+    assert [write.items for write in batch] == [[1]]  # type: ignore[union-attr]
+    _append(batch, [])
+    assert [write.items for write in batch] == [[1]]  # type: ignore[union-attr]
+
+
+async def test_deleted_rows_add_up_to_an_incremental_vacuum(tmp_path: Path) -> None:
+    """Deletes counted over several commits vacuum once they reach VACUUM_PAGES, not before."""
+    journal = Journal(str(tmp_path / "jobs.db"))
+    journal.open()
+    journal.start()
+
+    def fill(journal: Journal) -> None:
+        assert journal.connection is not None
+        journal.connection.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+        journal.connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)"
+            " INSERT INTO blobs SELECT zeroblob(4000) FROM n"
+        )
+
+    def empty(journal: Journal) -> None:
+        assert journal.connection is not None
+        journal.connection.execute("DELETE FROM blobs")
+
+    def free_pages(journal: Journal) -> int:
+        assert journal.connection is not None
+        return int(journal.connection.execute("PRAGMA freelist_count").fetchone()[0])
+
+    try:
+        for counted in ([VACUUM_PAGES - 100, 100], [VACUUM_PAGES - 1]):
+            await journal.write(fill)
+            await journal.write(empty)
+            assert await journal.write(free_pages) >= VACUUM_PAGES
+            for rows in counted:
+                await journal.write(lambda journal, rows=rows: journal.deleted(rows))
+            freed = await journal.write(free_pages)
+            if sum(counted) >= VACUUM_PAGES:
+                assert freed == 0, f"{counted}: no vacuum"
+            else:
+                assert freed >= VACUUM_PAGES, f"{counted}: a vacuum before {VACUUM_PAGES}"
+                await journal.write(lambda journal: journal.deleted(1))
+                assert await journal.write(free_pages) == 0, f"{counted} + 1: no vacuum"
+    finally:
+        await journal.stop()
