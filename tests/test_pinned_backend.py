@@ -30,14 +30,17 @@ from backend.journal import VACUUM_PAGES, Journal, Shared, _append, _Group, _Wri
 from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
+from backend.ws import HUB
 from backend.pacing import SLICE, side_by_side
 from backend.protocol import (
     WS_PATH,
     ErrorCode,
     JobStatus,
+    Notification,
     ParseError,
     RpcError,
     ServerBusy,
+    SocketMethod,
     StorageUnavailable,
 )
 from backend.rpc import openrpc
@@ -450,7 +453,9 @@ async def test_server_shutdown_says_goodbye_to_each_socket(start_server: StartSe
     """When the server stops, a subscriber that reads gets close code 1001 'server shutdown'."""
     server = await start_server()
     async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws_:
-        await ws_.send_json({"jsonrpc": "2.0", "method": "subscribe", "params": {}, "id": 1})
+        await ws_.send_json(
+            {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": {}, "id": 1}
+        )
         assert "result" in await ws_.receive_json(timeout=10)
         await server.app.shutdown()  # what stopping the server runs first
         closing = await ws_.receive(timeout=10)
@@ -545,7 +550,8 @@ def test_a_later_turns_writes_join_the_group_the_commit_ends_with() -> None:
     batch: list[_Write | _Group[Any]] = [_group(kind, 1)]
     _append(batch, [_group(kind, 2), single])
     assert [type(write) for write in batch] == [_Group, _Write]
-    assert batch[0].items == [1, 2] and batch[1] is single  # type: ignore[union-attr]
+    assert batch[0].items == [1, 2]  # type: ignore[union-attr]
+    assert batch[1] is single
     batch = [_group(kind, 1)]
     _append(batch, [_group(other, 2)])
     assert [write.items for write in batch] == [[1], [2]]  # type: ignore[union-attr]
@@ -594,3 +600,43 @@ async def test_deleted_rows_add_up_to_an_incremental_vacuum(tmp_path: Path) -> N
                 assert await journal.write(free_pages) == 0, f"{counted} + 1: no vacuum"
     finally:
         await journal.stop()
+
+
+async def test_an_overflow_keeps_the_answers_and_says_why_to_resync(
+    start_server: StartServer,
+) -> None:
+    """A backlog overflow drops notifications, never a queued answer, then sends jobs.resync."""
+    server = await start_server(time_scale=1000.0)
+    hub = server.app[HUB]
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as sock:
+        await sock.send_json(
+            {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": {}, "id": 1}
+        )
+        assert "result" in await sock.receive_json(timeout=10)
+        (connection,) = hub.subscribers
+        hub.max_backlog = 100
+        answer = {"jsonrpc": "2.0", "result": "kept", "id": 7}
+        connection.reply(json.dumps(answer))  # all three in one step: none written yet
+        connection.notify("n" * 50)
+        connection.notify("n" * 60)  # over the limit: the first notification goes too
+        frames = [await sock.receive_json(timeout=10) for _ in range(2)]
+    reason = "too far behind: the server dropped the changes it had not sent; subscribe again"
+    resync = {"jsonrpc": "2.0", "method": Notification.RESYNC, "params": {"reason": reason}}
+    assert frames == [answer, resync]
+    assert connection not in hub.subscribers
+
+
+def test_an_rpc_error_reads_as_its_message() -> None:
+    """str() adds only text data to the message; repr() and args carry the message."""
+    assert str(RpcError("bad", {"field": "x"})) == "bad"
+    assert str(RpcError("bad", "why")) == "bad: why"
+    assert RpcError("bad").args == ("bad",)
+    assert repr(RpcError("bad")) == "RpcError('bad')"
+
+
+def test_a_date_format_given_to_the_log_formatter_is_used() -> None:
+    """VisibleFormatter keeps its cached stamp for the default format only."""
+    record = logging.makeLogRecord({"msg": "m", "created": 86400.0 * 365 * 30})
+    assert VisibleFormatter("%(asctime)s", datefmt="%Y").format(record) == time.strftime(
+        "%Y", time.localtime(record.created)
+    )
