@@ -13,7 +13,7 @@ import pytest
 
 from backend import __version__
 from backend.protocol import ErrorCode
-from backend.rpc import Api
+from backend.rpc import PAGE_SLICE, Api
 from backend.store import Limits, MemoryStore
 from tests.conftest import Server
 
@@ -131,3 +131,31 @@ async def test_params_at_their_bounds_are_accepted(
         params["id"] = (await server.call("submit", [3, "x"]))["result"]["id"]
     response = await server.call(method, params)
     assert "result" in response, response
+
+
+async def _listed(api: Api, **params: Any) -> dict[str, Any]:
+    """What `list` answers, in process."""
+    answer: dict[str, Any] = (await api.list_jobs(**params))._value.result  # type: ignore[attr-defined]
+    return answer
+
+
+async def test_a_list_page_longer_than_a_slice_has_every_job() -> None:
+    """A page built in several slices (between yields) holds all its jobs, newest first."""
+    store = MemoryStore(Limits())
+    api = Api(store)
+    ids = [(await store.submit("swap", f"text {n}")).id for n in range(PAGE_SLICE + 10)]
+    page = await _listed(api, limit=PAGE_SLICE + 10)
+    assert [job["id"] for job in page["jobs"]] == ids[::-1]
+
+
+async def test_the_last_page_of_a_status_has_no_cursor_whatever_older_jobs_exist() -> None:
+    """next_cursor looks for more jobs of the status asked, not of any status."""
+    store = MemoryStore(Limits())
+    api = Api(store)
+    oldest = await store.submit("swap", "oldest")
+    for n in range(2):
+        await store.submit("swap", f"text {n}")
+    await store.cancel(oldest.id)
+    page = await _listed(api, status="queued", limit=2)
+    assert len(page["jobs"]) == 2
+    assert page["next_cursor"] is None
