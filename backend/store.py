@@ -834,7 +834,7 @@ class MemoryStore(JobViews):
 
     def _cancel(self, job: Job, at: float) -> None:
         if job.status is JobStatus.QUEUED:
-            insort(self._holes[job.delay], job.seq, lo=self._skipped[job.delay])
+            insort(self._holes[job.delay], job.seq)  # after the passed ones: its seq is higher
         self._finish(job, JobStatus.CANCELLED, at)  # the worker hears it and stops a running job
 
     async def take(self) -> Job:

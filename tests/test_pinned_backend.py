@@ -44,7 +44,7 @@ from backend.protocol import (
     StorageUnavailable,
 )
 from backend.rpc import openrpc
-from backend.store import Job, Limits, log_end
+from backend.store import Job, Limits, MemoryStore, log_end
 from backend.waiters import Waiters
 from tests.conftest import Server, StartServer, until
 
@@ -640,3 +640,65 @@ def test_a_date_format_given_to_the_log_formatter_is_used() -> None:
     assert VisibleFormatter("%(asctime)s", datefmt="%Y").format(record) == time.strftime(
         "%Y", time.localtime(record.created)
     )
+
+
+async def test_positions_count_a_later_cancelled_job_after_the_worker_skipped_one() -> None:
+    """A cancelled job behind the running one is not counted ahead, after a skip at the head."""
+    store = MemoryStore(Limits(time_scale=100.0))
+    jobs = [await store.submit("swap", f"job {n}") for n in range(6)]
+    for job in (jobs[0], jobs[3]):
+        await store.cancel(job.id)
+    assert await store.take() is jobs[1]  # past the cancelled jobs[0]
+    assert [store.position(job) for job in (jobs[2], jobs[4], jobs[5])] == [1, 2, 3]
+
+
+async def test_positions_hold_after_the_passed_cancelled_jobs_are_dropped_in_bulk() -> None:
+    """Past 1024 cancelled jobs at the head, the worker forgets them and positions stay right."""
+    store = MemoryStore(Limits(time_scale=100.0))
+    cancelled = [await store.submit("swap", f"job {n}") for n in range(1024)]
+    head, second, later, last = [await store.submit("swap", name) for name in "abcd"]
+    for job in [*cancelled, later]:
+        await store.cancel(job.id)
+    assert await store.take() is head
+    assert store.position(last) == 2  # the running head and `second`; `later` is cancelled
+    await store.finish(head, JobStatus.DONE, result="a")
+    assert await store.take() is second
+    assert store.position(last) == 1
+
+
+async def test_a_memory_only_store_names_what_a_stop_loses_and_only_then(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopping warns with queued jobs and nothing running, and says nothing when empty."""
+    caplog.set_level(logging.WARNING)
+    MemoryStore(Limits()).close()
+    assert "lost" not in caplog.text
+    store = MemoryStore(Limits(time_scale=100.0))
+    await store.submit("swap", "a")
+    await store.submit("swap", "b")
+    store.close()
+    assert "stopping with no job running and 2 queued: they are lost" in caplog.text
+    store = MemoryStore(Limits(time_scale=100.0))
+    running = await store.submit("swap", "c")
+    assert await store.take() is running
+    store.close()
+    assert f"stopping with job {running.id} running and 0 queued: they are lost" in caplog.text
+
+
+async def test_cancelled_jobs_the_worker_passed_are_dropped_in_bulk_and_only_then() -> None:
+    """Passed holes go once 1024 of them are at least half of their lane's, all at once."""
+
+    async def holes_left(passed: int, later: int) -> int:
+        store = MemoryStore(Limits(time_scale=100.0))
+        before = [await store.submit("swap", "x") for _ in range(passed)]
+        head = await store.submit("swap", "head")
+        after = [await store.submit("swap", "x") for _ in range(later)]
+        for job in [*before, *after]:
+            await store.cancel(job.id)
+        assert await store.take() is head
+        return len(store._holes[head.delay])  # the sorted seqs of cancelled queued jobs
+
+    assert await holes_left(1, 0) == 1  # below 1024: kept, however large a share
+    assert await holes_left(1024, 1024) == 1024  # 1024, and exactly half: dropped
+    assert await holes_left(1024, 1025) == 2049  # less than half: kept
+    assert await holes_left(1024, 2048) == 3072
