@@ -7,6 +7,9 @@ import contextlib
 import gc
 import weakref
 
+import pytest
+
+from backend import collector
 from backend.collector import NEVER, full_pass, keep_out_of_floods
 from tests.conftest import until
 
@@ -50,3 +53,31 @@ def test_a_full_pass_reclaims_a_cycle_among_frozen_objects() -> None:
         assert gc.get_freeze_count() > 0  # what lives is frozen again
     finally:
         gc.unfreeze()
+
+
+async def test_each_tick_collects_the_young_generations_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between two full passes (FULL_EVERY apart) a tick never walks generation 2."""
+    monkeypatch.setattr(collector, "TICK", 0.001)
+    generations: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    task = asyncio.create_task(keep_out_of_floods())
+    try:
+        await until(lambda: gc.get_threshold()[2] == NEVER, what="the full passes turned off")
+        gc.callbacks.append(seen)
+        try:
+            await until(lambda: len(generations) >= 5, what="five ticks")
+        finally:
+            gc.callbacks.remove(seen)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gc.unfreeze()
+    assert 2 not in generations
+    assert 1 in generations
