@@ -31,7 +31,7 @@ from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
 from backend.ws import HUB
-from backend.pacing import SLICE, side_by_side
+from backend.pacing import DECODE_PER_TURN, SLICE, side_by_side
 from backend.protocol import (
     WS_PATH,
     ErrorCode,
@@ -702,3 +702,34 @@ async def test_cancelled_jobs_the_worker_passed_are_dropped_in_bulk_and_only_the
     assert await holes_left(1024, 1024) == 1024  # 1024, and exactly half: dropped
     assert await holes_left(1024, 1025) == 2049  # less than half: kept
     assert await holes_left(1024, 2048) == 3072
+
+
+async def test_a_turn_allows_slice_starts_however_many_were_counted_in_the_one_before() -> None:
+    """Starts counted in two callbacks of one turn share that turn's SLICE: one reset a turn."""
+    loop = asyncio.get_running_loop()
+    pacer = pacing._Pacer(loop)
+    allowed: list[int] = []
+
+    def burst() -> None:
+        count = 0
+        while pacer.may_start():
+            count += 1
+        allowed.append(count)
+
+    turn = loop.create_future()
+    assert pacer.may_start()  # this turn counts: the counts reset at the start of the next
+    loop.call_soon(burst)
+    assert pacer.may_start()
+    loop.call_soon(burst)  # the same next turn as the first burst
+    loop.call_soon(turn.set_result, None)
+    await turn
+    assert allowed == [SLICE, 0]
+
+
+async def test_a_turn_decodes_up_to_exactly_its_byte_budget() -> None:
+    """Bodies adding up to DECODE_PER_TURN all decode in one turn; one byte more waits."""
+    pacer = pacing._Pacer(asyncio.get_running_loop())
+    assert pacer.may_decode(1)
+    assert pacer.may_decode(DECODE_PER_TURN - 2)
+    assert pacer.may_decode(1)
+    assert not pacer.may_decode(1)
