@@ -733,3 +733,21 @@ async def test_a_turn_decodes_up_to_exactly_its_byte_budget() -> None:
     assert pacer.may_decode(DECODE_PER_TURN - 2)
     assert pacer.may_decode(1)
     assert not pacer.may_decode(1)
+
+
+async def test_submits_a_full_disk_lost_no_longer_count_against_the_queue(tmp_path: Path) -> None:
+    """A submit that never reached the disk gives its characters back to max_queued_chars."""
+    limits = Limits(time_scale=1000.0, max_text_chars=200_000, max_queued_chars=300_000)
+    store = JournaledStore(str(tmp_path / "lost.db"), limits)
+    await store.open()
+    try:
+        await store.journal.limit_pages(0)
+        with pytest.raises(StorageUnavailable):
+            await store.submit("reverse", "z" * 200_000)
+        await store.journal.limit_pages(None)
+        await store.submit("reverse", "z" * 100_000)
+        job = await store.submit("reverse", "z" * 200_000)  # exactly the limit: it fits
+        assert store.get(job.id).status is JobStatus.QUEUED
+    finally:
+        store.close()
+        await store.shutdown()
