@@ -17,7 +17,7 @@ from backend.gate import HTTP_LOG, TOKEN_SHOWN, Gate, too_large
 from backend.journal import MEMORY, resolve
 from backend.journaled import JournaledStore
 from backend.pgstore import PgStore, is_postgres
-from backend.protocol import HEALTH_PATH, RPC_PATH, ErrorCode
+from backend.protocol import HEALTH_PATH, JSON_TYPE, RPC_PATH, ErrorCode
 from backend.rpc import Api
 from backend.settings import Settings
 from backend.store import Limits, MemoryStore, Store
@@ -125,11 +125,11 @@ async def rpc(request: web.Request) -> web.Response:
         return too_large(settings.max_body_bytes)
     except web.RequestPayloadError as exc:  # a body that broke its own framing
         broken = error(ErrorCode.PARSE_ERROR, "Parse error", f"the body could not be read: {exc}")
-        return web.Response(status=400, body=dumps(broken), content_type="application/json")
+        return web.Response(status=400, body=dumps(broken), content_type=JSON_TYPE)
     answer = await request.app[API].handle(body)
     if answer is None:
         return web.Response(status=204)
-    return web.Response(body=dumps(answer), content_type="application/json")
+    return web.Response(body=dumps(answer), content_type=JSON_TYPE)
 
 
 async def _body_too_slow(request: web.Request, seconds: float) -> web.Response:
@@ -143,7 +143,7 @@ async def _body_too_slow(request: web.Request, seconds: float) -> web.Response:
         "Parse error",
         f"the body did not arrive within {seconds:g} s (--body-timeout)",
     )
-    response = web.Response(status=408, body=dumps(late), content_type="application/json")
+    response = web.Response(status=408, body=dumps(late), content_type=JSON_TYPE)
     response.force_close()
     await response.prepare(request)
     await response.write_eof()

@@ -32,7 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from backend.envelope import dumps, error
-from backend.protocol import HEALTH_PATH, WS_PATH, ErrorCode, bearer
+from backend.protocol import HEALTH_PATH, JSON_TYPE, WS_PATH, ErrorCode, bearer
 from backend.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,7 +128,7 @@ class Gate:
                     "missing or wrong token: send the header 'Authorization: Bearer <token>'",
                 )
             ),
-            content_type="application/json",
+            content_type=JSON_TYPE,
             headers={"WWW-Authenticate": 'Bearer realm="taskrpc"'},
         )
 
@@ -145,7 +145,7 @@ class Gate:
                 "send the body uncompressed (or 'identity')",
             )
         media = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and media != "application/json":
+        if request.method == "POST" and media != JSON_TYPE:
             return _refuse(
                 415,
                 f"Content-Type {request.headers.get('Content-Type')!r} is not accepted: "
@@ -216,7 +216,7 @@ def _refuse(status: int, message: str) -> web.Response:
     return web.Response(
         status=status,
         body=dumps(error(ErrorCode.INVALID_REQUEST, message)),
-        content_type="application/json",
+        content_type=JSON_TYPE,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 
 RPC_PATH = "/rpc"
 HEALTH_PATH = "/healthz"
+JSON_TYPE = "application/json"  # the media type of every request body and answer
 # A server on a shared PostgreSQL queue says in /healthz (`role`) whether it runs the jobs.
 RUNNER = "runner"
 STANDBY = "standby"

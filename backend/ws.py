@@ -31,6 +31,7 @@ from jsonrpcserver import Result, Success
 from backend.envelope import Response, check, dumps, failure, parse
 from backend.gate import TOKEN_SHOWN, same_secret
 from backend.protocol import (
+    JSON_TYPE,
     WS_PATH,
     Changes,
     InvalidParams,
@@ -99,9 +100,7 @@ class Hub:
                 f"server busy: {self.max_sockets} WebSockets are open, the server's limit "
                 "(--max-subscribers); try again later"
             )
-            raise web.HTTPServiceUnavailable(
-                text=_dumps(failure(busy)), content_type="application/json"
-            )
+            raise web.HTTPServiceUnavailable(text=_dumps(failure(busy)), content_type=JSON_TYPE)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.max_message)
         await ws.prepare(request)
         connection = Connection(self, ws, request.transport)
