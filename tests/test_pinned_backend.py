@@ -24,13 +24,12 @@ from jsonrpcserver import Result, Success
 from backend import connections, pacing, ws
 from backend.collector import full_pass
 from backend.envelope import parse
-from backend.gate import MalformedRequests
+from backend.gate import MalformedRequests, same_secret
 from backend.jobs import JOB_TYPES
 from backend.journal import VACUUM_PAGES, Journal, Shared, _append, _Group, _Write, default_path
 from backend.journaled import JournaledStore
 from backend.loops import LoopUnavailable, choose
 from backend.main import VisibleFormatter
-from backend.ws import HUB
 from backend.pacing import DECODE_PER_TURN, SLICE, side_by_side
 from backend.protocol import (
     WS_PATH,
@@ -46,6 +45,7 @@ from backend.protocol import (
 from backend.rpc import openrpc
 from backend.store import Job, Limits, MemoryStore, log_end
 from backend.waiters import Waiters
+from backend.ws import HUB
 from tests.conftest import Server, StartServer, until
 
 
@@ -751,3 +751,14 @@ async def test_submits_a_full_disk_lost_no_longer_count_against_the_queue(tmp_pa
     finally:
         store.close()
         await store.shutdown()
+
+
+def test_secrets_with_lone_surrogates_compare_without_error() -> None:
+    """same_secret takes any str on either side: a header or an environment value (decoded
+    with surrogateescape) may hold lone surrogates."""
+    assert same_secret("s3cret", "s3cret")
+    assert not same_secret("s3cret", "s3cre")
+    assert same_secret("tok\udcff", "tok\udcff")
+    assert not same_secret("tok\udcff", "tok\udcfe")
+    assert not same_secret("token", "tok\udcff")
+    assert not same_secret("tok\udcff", "token")
