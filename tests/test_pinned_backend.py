@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from jsonrpcserver import Result, Success
 
 from backend import connections, pacing, ws
+from backend import journal as journal_module
 from backend.collector import full_pass
 from backend.envelope import parse
 from backend.gate import MalformedRequests, same_secret
@@ -568,36 +569,19 @@ async def test_deleted_rows_add_up_to_an_incremental_vacuum(tmp_path: Path) -> N
     journal.open()
     journal.start()
 
-    def fill(journal: Journal) -> None:
-        assert journal.connection is not None
-        journal.connection.execute("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
-        journal.connection.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)"
-            " INSERT INTO blobs SELECT zeroblob(4000) FROM n"
-        )
-
-    def empty(journal: Journal) -> None:
-        assert journal.connection is not None
-        journal.connection.execute("DELETE FROM blobs")
-
-    def free_pages(journal: Journal) -> int:
-        assert journal.connection is not None
-        return int(journal.connection.execute("PRAGMA freelist_count").fetchone()[0])
-
     try:
         for counted in ([VACUUM_PAGES - 100, 100], [VACUUM_PAGES - 1]):
-            await journal.write(fill)
-            await journal.write(empty)
-            assert await journal.write(free_pages) >= VACUUM_PAGES
+            await journal.write(lambda j: _free_some_pages(j, 600))
+            assert await journal.write(_free_pages) >= VACUUM_PAGES
             for rows in counted:
                 await journal.write(lambda journal, rows=rows: journal.deleted(rows))
-            freed = await journal.write(free_pages)
+            freed = await journal.write(_free_pages)
             if sum(counted) >= VACUUM_PAGES:
                 assert freed == 0, f"{counted}: no vacuum"
             else:
                 assert freed >= VACUUM_PAGES, f"{counted}: a vacuum before {VACUUM_PAGES}"
                 await journal.write(lambda journal: journal.deleted(1))
-                assert await journal.write(free_pages) == 0, f"{counted} + 1: no vacuum"
+                assert await journal.write(_free_pages) == 0, f"{counted} + 1: no vacuum"
     finally:
         await journal.stop()
 
@@ -762,3 +746,36 @@ def test_secrets_with_lone_surrogates_compare_without_error() -> None:
     assert not same_secret("tok\udcff", "tok\udcfe")
     assert not same_secret("token", "tok\udcff")
     assert not same_secret("tok\udcff", "token")
+
+
+async def test_a_vacuum_runs_with_exactly_vacuum_pages_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free-page bound is inclusive: VACUUM_PAGES free pages are given back."""
+    journal = Journal(str(tmp_path / "jobs.db"))
+    journal.open()
+    journal.start()
+    try:
+        await journal.write(lambda j: _free_some_pages(j, 300))
+        free = await journal.write(_free_pages)
+        monkeypatch.setattr(journal_module, "VACUUM_PAGES", free)  # the bound, met exactly
+        await journal.write(lambda j: j.deleted(free))
+        assert await journal.write(_free_pages) == 0
+    finally:
+        await journal.stop()
+
+
+def _free_pages(journal: Journal) -> int:
+    assert journal.connection is not None
+    return int(journal.connection.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def _free_some_pages(journal: Journal, rows: int) -> None:
+    """Fill a table with `rows` blobs of about a page each, then empty it."""
+    _sql(journal, "CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+    _sql(
+        journal,
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})"
+        " INSERT INTO blobs SELECT zeroblob(4000) FROM n",
+    )
+    _sql(journal, "DELETE FROM blobs")
