@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -574,7 +575,7 @@ async def test_deleted_rows_add_up_to_an_incremental_vacuum(tmp_path: Path) -> N
             await journal.write(lambda j: _free_some_pages(j, 600))
             assert await journal.write(_free_pages) >= VACUUM_PAGES
             for rows in counted:
-                await journal.write(lambda journal, rows=rows: journal.deleted(rows))
+                await journal.write(partial(Journal.deleted, rows=rows))
             freed = await journal.write(_free_pages)
             if sum(counted) >= VACUUM_PAGES:
                 assert freed == 0, f"{counted}: no vacuum"

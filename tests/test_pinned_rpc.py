@@ -135,7 +135,7 @@ async def test_params_at_their_bounds_are_accepted(
 
 async def _listed(api: Api, **params: Any) -> dict[str, Any]:
     """What `list` answers, in process."""
-    answer: dict[str, Any] = (await api.list_jobs(**params))._value.result  # type: ignore[attr-defined]
+    answer: dict[str, Any] = (await api.list_jobs(**params))._value.result
     return answer
 
 
