@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +18,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backend.protocol import JobStatus, Unauthorized
+from backend.protocol import JobStatus, Method, Unauthorized
 from cli.client import Client
-from cli.http1 import Connection, NotHttp
+from cli.http1 import MAX_LINE, Answer, Closed, Connection, NotHttp
 from cli.sync import (
     Disconnected,
     JobNotFound,
@@ -154,7 +157,8 @@ async def test_a_dropped_idle_connection_is_reopened_but_submit_is_never_resent(
     async with stand_in(recording(recorder)) as url:
         assert await asyncio.to_thread(calls, url, pause=0.3) == []
         assert len(set(recorder.ports)) == 2
-        with pytest.raises(Disconnected):
+        stopping = rf"^{url} closed the connection \(is the server stopping\?\)$"
+        with pytest.raises(Disconnected, match=stopping):
             await asyncio.to_thread(calls, url, pause=0.3, then_submit=True)
         assert len(recorder.ports) == 3  # the submit never reached a handler
 
@@ -200,12 +204,14 @@ async def test_a_service_that_is_not_http() -> None:
 
 class RawHttp:
     """A stand-in that reads each request (head and Content-Length body) and writes `answers`
-    in turn, as raw bytes: the framings a server may choose, exactly as they travel."""
+    in turn, as raw bytes: the framings a server may choose, exactly as they travel. With
+    `hold`, the connection stays open after the last answer until `hold` is set."""
 
-    def __init__(self, *answers: bytes) -> None:
+    def __init__(self, *answers: bytes, hold: asyncio.Event | None = None) -> None:
         self.answers = list(answers)
         self.connections = 0
         self.requests: list[bytes] = []
+        self.hold = hold
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -219,6 +225,9 @@ class RawHttp:
             self.requests.append(head + await reader.readexactly(int(length[1])))
             writer.write(self.answers.pop(0))
             await writer.drain()
+        if self.hold is not None:
+            with contextlib.suppress(TimeoutError):  # closes after 10 s: a failure, not a hang
+                await asyncio.wait_for(self.hold.wait(), 10)
         writer.close()
 
 
@@ -234,6 +243,26 @@ async def raw_types(raw: RawHttp, calls: int = 1) -> list[Any]:
         return await asyncio.to_thread(
             run, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         )
+
+
+async def answer_of(raw: RawHttp, timeout: float = 10) -> Answer:
+    """One request on a `cli.http1.Connection` to `raw` (in a thread), as a script may send it."""
+
+    def ask(port: int) -> Answer:
+        connection = Connection("127.0.0.1", port)
+        try:
+            connection.send("/rpc", b"{}", {}, timeout=timeout)
+            return connection.read()
+        finally:
+            connection.close()
+
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    async with server:
+        try:
+            return await asyncio.to_thread(ask, server.sockets[0].getsockname()[1])
+        finally:
+            if raw.hold is not None:
+                raw.hold.set()
 
 
 def ok(result: str, request_id: int) -> bytes:
@@ -320,29 +349,149 @@ async def test_a_head_cut_short_by_the_end_of_the_connection_still_counts() -> N
         await raw_types(RawHttp(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"))
 
 
-async def test_a_bad_framing_is_named_and_quoted_briefly() -> None:
-    """cli.http1's NotHttp names the bad field and quotes at most 20 characters of it."""
-    long = b"1" * 30 + b"x"
-    cases = (
-        (b"Content-Length: %s\r\n\r\n" % long, f"a bad Content-Length: '{'1' * 20}'"),
-        (b"Transfer-Encoding: chunked\r\n\r\n%s\r\n" % long, f"a bad chunk size: b'{'1' * 20}'"),
-    )
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        (b"", Closed, "the server closed the connection without answering"),
+        (b"ICY 200 OK\r\n\r\n", NotHttp, "not an HTTP status line: b'ICY 200 OK\\r\\n'"),
+        (
+            b"HTTP/1.1 2x0 " + b"y" * 50 + b"\r\n\r\n",
+            NotHttp,
+            "not an HTTP status line: b'HTTP/1.1 2x0 " + "y" * 27 + "'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nno colon " + b"z" * 50 + b"\r\n\r\n",
+            NotHttp,
+            "not an HTTP header line: b'no colon " + "z" * 31 + "'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1:2\r\n\r\n",
+            NotHttp,
+            "a bad Content-Length: '1:2'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 30 + b"x\r\n\r\n",
+            NotHttp,
+            f"a bad Content-Length: '{'1' * 20}'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 30 + b"x\r\n",
+            NotHttp,
+            f"a bad chunk size: b'{'1' * 20}'",
+        ),
+    ],
+)
+async def test_a_bad_answer_is_named_and_quoted_briefly(
+    answer: bytes, error: type[Exception], message: str
+) -> None:
+    """cli.http1 names what is wrong (no answer, the status line, a header line, a length, a
+    chunk size) and quotes at most 40 bytes of a line, 20 of a field."""
+    with pytest.raises(error) as caught:
+        await answer_of(RawHttp(answer))
+    assert str(caught.value) == message
 
-    def read(port: int) -> None:
-        connection = Connection("127.0.0.1", port)
+
+@pytest.mark.parametrize(
+    ("head", "close"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n", True),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            True,
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n", True),  # framed by the end of the connection
+    ],
+)
+async def test_which_answers_end_the_connection(head: bytes, close: bool) -> None:
+    """`Connection: close`, an HTTP/1.0 answer without `keep-alive`, or a body read to the end
+    mark the connection's last answer; a repeated `Connection` header counts whole."""
+    assert (await answer_of(RawHttp(head))).close is close
+
+
+async def test_interim_answers_are_skipped() -> None:
+    """1xx answers (100 Continue, 103 Early Hints with headers) come before the real one."""
+    answer = await answer_of(
+        RawHttp(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+        )
+    )
+    assert (answer.status, answer.body) == (200, b"hi")
+
+
+async def test_a_line_may_be_64_kib_and_one_byte_more_is_refused_at_once() -> None:
+    """A head line of MAX_LINE bytes is read; one of MAX_LINE + 1 is refused as soon as those
+    bytes arrived, without waiting for the rest of the line or the end of the connection."""
+    long = b"X-Long: " + b"y" * (MAX_LINE - 10) + b"\r\n"
+    assert len(long) == MAX_LINE
+    answer = await answer_of(
+        RawHttp(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + long + b"\r\nhi")
+    )
+    assert answer.body == b"hi"
+    too_long = b"X-Long: " + b"y" * (MAX_LINE + 1 - 8)
+    raw = RawHttp(b"HTTP/1.1 200 OK\r\n" + too_long, hold=asyncio.Event())
+    with pytest.raises(NotHttp, match="^a line longer than 64 KiB$"):
+        await answer_of(raw, timeout=2)
+
+
+def test_connecting_gives_up_at_the_timeout() -> None:
+    """A server whose backlog is full never completes the handshake: connect gives up at the
+    timeout (TimeoutError) instead of waiting for the kernel's two minutes of retries."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), 5)  # fills the backlog
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        connection = Connection("127.0.0.1", listener.getsockname()[1])
         try:
-            connection.send("/rpc", b"{}", {}, timeout=10)
-            connection.read()
+            connection.send("/rpc", b"{}", {}, timeout=0.3)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
         finally:
             connection.close()
 
-    for head, message in cases:
-        raw = RawHttp(b"HTTP/1.1 200 OK\r\n" + head)
-        server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
-        async with server:
-            with pytest.raises(NotHttp) as caught:
-                await asyncio.to_thread(read, server.sockets[0].getsockname()[1])
-        assert str(caught.value) == message
+    thread = threading.Thread(target=connect, daemon=True)  # a hang must not hold pytest
+    start = time.monotonic()
+    try:
+        thread.start()
+        thread.join(5)
+        took = time.monotonic() - start
+    finally:
+        filler.close()
+        listener.close()
+    assert outcome and isinstance(outcome[0], TimeoutError), outcome
+    assert took < 5
+
+
+async def test_a_request_travels_as_this_head_and_a_utf8_body() -> None:
+    """The request: POST to the path, Host, no compression asked, its length, the client's
+    headers, then the JSON body in UTF-8 (not \\u escapes: kot is 6 bytes, not 18)."""
+    raw = RawHttp(
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok("1", 1)), ok("1", 1))
+    )
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def submit() -> Any:
+        with SyncClient(f"http://127.0.0.1:{port}/base") as client:
+            return client.call(Method.SUBMIT, {"type": "reverse", "data": "кот"})
+
+    async with server:
+        assert await asyncio.to_thread(submit) == 1
+    head, _, body = raw.requests[0].partition(b"\r\n\r\n")
+    assert head == (
+        b"POST /base/rpc HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept-Encoding: identity\r\n"
+        b"Content-Length: %d\r\nContent-Type: application/json" % (port, len(body))
+    )
+    assert json.loads(body)["params"] == {"type": "reverse", "data": "кот"}
+    assert '"кот"'.encode() in body
 
 
 async def test_a_server_that_never_answers_times_out() -> None:
@@ -357,10 +506,10 @@ async def test_a_server_that_never_answers_times_out() -> None:
 
     def ask(port: int) -> float:
         connection = Connection("127.0.0.1", port)
-        connection.send("/rpc", b"{}", {"Content-Type": "application/json"}, timeout=0.3)
+        connection.send("/rpc", b"{}", {"Content-Type": "application/json"}, timeout=1.05)
         start = time.monotonic()
         try:
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError, match="^timed out$"):
                 connection.read()
         finally:
             connection.close()
@@ -372,7 +521,7 @@ async def test_a_server_that_never_answers_times_out() -> None:
             took = await asyncio.to_thread(ask, server.sockets[0].getsockname()[1])
         finally:
             done.set()
-    assert 0.25 <= took < 5
+    assert 1 <= took < 1.6  # the whole seconds and the fraction both count, and no more
 
 
 async def test_https_to_a_plain_http_server_is_unreachable() -> None:
