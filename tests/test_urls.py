@@ -20,6 +20,13 @@ from cli.urls import target
         ("http://user:secret@h:1/p", (False, "h", 1, "/p")),
         ("http://[::1]:8080/rpc", (False, "::1", 8080, "/rpc")),
         ("http://[fe80::1%25eth0]:1", (False, "fe80::1%25eth0", 1, "")),
+        # every character an IPv6 literal may hold, in one address
+        (
+            "http://[a0b1:c2d3:e4f5:A6B7:C8D9:EF00:1.2.3.4]",
+            (False, "a0b1:c2d3:e4f5:a6b7:c8d9:ef00:1.2.3.4", None, ""),
+        ),
+        ("http://EXAMPLE.COM", (False, "example.com", None, "")),
+        ("http://h/x://y", (False, "h", None, "/x://y")),
     ],
 )
 def test_a_url_is_taken_apart(url: str, parts: tuple[bool, str, int | None, str]) -> None:
@@ -40,6 +47,12 @@ def test_a_url_is_taken_apart(url: str, parts: tuple[bool, str, int | None, str]
         ("http://::1]", "is not an http:// URL"),
         ("http://[xyz]", "is not an http:// URL"),
         ("http://[::1]x", "is not an http:// URL"),
+        ("http://[1.2.3.4]", "is not an http:// URL"),
+        ("http://[::1g]", "is not an http:// URL"),
+        ("http://h]", "is not an http:// URL"),
+        ("http:///rpc", "is not an http:// URL"),
+        ("http://?q", "is not an http:// URL"),
+        ("http://[::1]:1]", "has a bad port"),
         ("http://h:x", "has a bad port"),
         ("http://h:+1", "has a bad port"),
         ("http://h:1:2", "has a bad port"),
