@@ -384,8 +384,7 @@ async def test_a_head_cut_short_by_the_end_of_the_connection_still_counts() -> N
 async def test_a_bad_answer_is_named_and_quoted_briefly(
     answer: bytes, error: type[Exception], message: str
 ) -> None:
-    """cli.http1 names what is wrong (no answer, the status line, a header line, a length, a
-    chunk size) and quotes at most 40 bytes of a line, 20 of a field."""
+    """cli.http1 names what is wrong and quotes at most 40 bytes of a line, 20 of a field."""
     with pytest.raises(error) as caught:
         await answer_of(RawHttp(answer))
     assert str(caught.value) == message
@@ -407,8 +406,7 @@ async def test_a_bad_answer_is_named_and_quoted_briefly(
     ],
 )
 async def test_which_answers_end_the_connection(head: bytes, close: bool) -> None:
-    """`Connection: close`, an HTTP/1.0 answer without `keep-alive`, or a body read to the end
-    mark the connection's last answer; a repeated `Connection` header counts whole."""
+    """`Connection: close` (in any header), HTTP/1.0 without keep-alive, or a body to EOF end it."""
     assert (await answer_of(RawHttp(head))).close is close
 
 
@@ -424,8 +422,7 @@ async def test_interim_answers_are_skipped() -> None:
 
 
 async def test_a_line_may_be_64_kib_and_one_byte_more_is_refused_at_once() -> None:
-    """A head line of MAX_LINE bytes is read; one of MAX_LINE + 1 is refused as soon as those
-    bytes arrived, without waiting for the rest of the line or the end of the connection."""
+    """A head line of MAX_LINE bytes is read; one byte more is refused without waiting for more."""
     long = b"X-Long: " + b"y" * (MAX_LINE - 10) + b"\r\n"
     assert len(long) == MAX_LINE
     answer = await answer_of(
@@ -439,8 +436,7 @@ async def test_a_line_may_be_64_kib_and_one_byte_more_is_refused_at_once() -> No
 
 
 def test_connecting_gives_up_at_the_timeout() -> None:
-    """A server whose backlog is full never completes the handshake: connect gives up at the
-    timeout (TimeoutError) instead of waiting for the kernel's two minutes of retries."""
+    """A server whose backlog is full never accepts: connecting gives up at the timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -471,8 +467,7 @@ def test_connecting_gives_up_at_the_timeout() -> None:
 
 
 async def test_a_request_travels_as_this_head_and_a_utf8_body() -> None:
-    """The request: POST to the path, Host, no compression asked, its length, the client's
-    headers, then the JSON body in UTF-8 (not \\u escapes: kot is 6 bytes, not 18)."""
+    """POST, Host, no compression, length, the client's headers; the body in UTF-8, unescaped."""
     raw = RawHttp(
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok("1", 1)), ok("1", 1))
     )

@@ -473,7 +473,7 @@ async def _on_loop(function: Callable[[], None]) -> None:
 
 
 def test_wait_for_a_failed_or_cancelled_job_is_exit_1(slow: ThreadedServer, taskrpc: Run) -> None:
-    """wait for a job that failed, or was cancelled: one line saying so, exit 1."""
+    """wait for a failed or cancelled job: one line saying so, exit 1; --json keeps the data."""
     running = submitted(taskrpc, slow.url, "reverse", "a")
     doomed = submitted(taskrpc, slow.url, "reverse", "b")
     slow.run(_on_loop(lambda: _fail_next(slow.store, doomed)))
@@ -485,6 +485,9 @@ def test_wait_for_a_failed_or_cancelled_job_is_exit_1(slow: ThreadedServer, task
         f"{doomed} broken: failed: RuntimeError: boom\n"
         f"taskrpc: job {doomed} failed: RuntimeError: boom\n"
     )
+    status, _, err = taskrpc("--url", slow.url, "--json", "result", doomed)
+    assert status == ExitStatus.ERROR
+    assert json.loads(err)["error"]["data"] == {"error": "RuntimeError: boom"}  # the server's
     status, _, err = taskrpc("--url", slow.url, "wait", "--id", running)
     assert status == ExitStatus.ERROR
     assert err.endswith(f"taskrpc: job {running} was cancelled\n")
