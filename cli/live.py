@@ -40,7 +40,7 @@ class LiveStatus:
         if self._tty:
             self._draw()
             if self._ticker is None:
-                self._ticker = threading.Thread(target=self._tick, name="redraw", daemon=True)
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
                 self._ticker.start()
             return
         key = (job["status"], job["position"])
