@@ -296,7 +296,7 @@ def list_jobs(client: SyncClient, args: argparse.Namespace) -> None:
     wanted = None if args.status is None else JobStatus(args.status)
     jobs, counts, cursor = client.jobs(wanted, args.limit, args.cursor)
     if args.json:
-        _print(args, {"jobs": jobs, "counts": counts, "next_cursor": cursor}, "")
+        _print_json({"jobs": jobs, "counts": counts, "next_cursor": cursor})
         return
     now = time.time()
     for job in jobs:
@@ -328,13 +328,21 @@ def completion(args: argparse.Namespace) -> None:
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     """Print `data` as JSON with --json, else `text` (already made visible by the caller)."""
-    print(_dumps(data, sys.stdout) if args.json else text)
+    if args.json:
+        _print_json(data)
+    else:
+        print(text)
+
+
+def _print_json(data: Any) -> None:
+    """`data` as JSON on stdout: --json prints the server's answer, whatever the command."""
+    print(_dumps(data, sys.stdout))
 
 
 def _print_result(args: argparse.Namespace, data: Any, text: str) -> None:
     """A job's result: exact into pipes and files (or with --raw), made visible on a terminal."""
     if args.json:
-        _print(args, data, text)
+        _print_json(data)
     elif sys.stdout.isatty() and not args.raw:
         print(visible(text, multiline=True))
     else:

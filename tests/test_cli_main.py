@@ -642,12 +642,12 @@ def test_a_json_usage_error_carries_its_detail(taskrpc: Run) -> None:
 
 
 @asynccontextmanager
-async def _odd_server() -> AsyncIterator[str]:
-    """A stand-in whose `status` answer is a number: JSON-RPC, but not a job."""
+async def _odd_server(reply: dict[str, Any] | None = None) -> AsyncIterator[str]:
+    """A stand-in whose answer is `reply` (by default a number: JSON-RPC, but not a job)."""
 
     async def rpc(request: web.Request) -> web.Response:
         body = await request.json()
-        return web.json_response({"jsonrpc": "2.0", "result": 7, "id": body["id"]})
+        return web.json_response({"jsonrpc": "2.0", **(reply or {"result": 7}), "id": body["id"]})
 
     app = web.Application()
     app.router.add_post("/rpc", rpc)
@@ -673,6 +673,22 @@ def test_an_unexpected_error_is_one_line_or_a_traceback_when_asked(taskrpc: Run)
     assert err.count("\n") == 1
     assert json_status == ExitStatus.ERROR
     assert json.loads(json_err)["error"]["message"].startswith("unexpected TypeError: ")
+
+
+def test_a_json_error_keeps_the_message_and_its_text_data_apart(taskrpc: Run) -> None:
+    """--json: an error's message and text data as the server sent them; one line joins them."""
+    error = {"code": -32602, "message": "Invalid params", "data": "id is required"}
+    with _loop_in_thread() as loop:
+        odd = _odd_server({"error": error})
+        url = asyncio.run_coroutine_threadsafe(odd.__aenter__(), loop).result(30)
+        try:
+            json_status, _, json_err = taskrpc("--url", url, "--json", "status", "x")
+            status, _, err = taskrpc("--url", url, "status", "x")
+        finally:
+            asyncio.run_coroutine_threadsafe(odd.__aexit__(None, None, None), loop).result(30)
+    assert json_status == status == ExitStatus.USAGE  # bad params: our usage, so exit 2
+    assert json.loads(json_err)["error"] == error
+    assert err == "taskrpc: Invalid params: id is required\n"
 
 
 def test_traceback_and_json_after_the_operands_marker_are_data(
