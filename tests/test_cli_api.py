@@ -490,6 +490,24 @@ async def test_a_request_travels_as_this_head_and_a_utf8_body() -> None:
     assert '"кот"'.encode() in body
 
 
+async def test_the_async_client_sends_its_token_as_given_and_none_without_one() -> None:
+    """Client(token=…) sends `Authorization: Bearer TOKEN`; without a token, no such header."""
+    heads: list[bytes] = []
+    for token in ("s3cret", None):
+        raw = RawHttp(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok("[]", 1)), ok("[]", 1))
+        )
+        server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+        async with (
+            server,
+            Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", token) as client,
+        ):
+            assert await client.types() == []
+        heads.append(raw.requests[0].partition(b"\r\n\r\n")[0])
+    assert b"\r\nAuthorization: Bearer s3cret\r\n" in heads[0]
+    assert b"authorization" not in heads[1].lower()
+
+
 async def test_a_server_that_never_answers_times_out() -> None:
     """A server that takes the request and never answers: the read gives up at the timeout."""
     done = asyncio.Event()
