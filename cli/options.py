@@ -86,10 +86,11 @@ def read_token_file(path: str) -> str:
 
 def non_negative(text: str) -> float:
     """A number >= 0 (seconds, a time scale), or an argparse error."""
+    refused = argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+        raise refused from None
+    if not value >= 0:  # NaN too
+        raise refused
     return value

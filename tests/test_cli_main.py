@@ -446,6 +446,14 @@ def test_wait_for_an_existing_job(slow: ThreadedServer, taskrpc: Run) -> None:
         (["--id", "abc", "--data", "x"], "give either TYPE and DATA, or --id ID, not both"),
         ([], "give TYPE and DATA to submit a job, or --id ID to wait for one"),
         (["--timeout", "-1", "reverse", "x"], "argument --timeout: must be a number >= 0"),
+        (
+            ["--timeout", "soon", "reverse", "x"],
+            "argument --timeout: must be a number >= 0, not 'soon'",
+        ),
+        (
+            ["--timeout", "nan", "reverse", "x"],
+            "argument --timeout: must be a number >= 0, not 'nan'",
+        ),
     ],
 )
 def test_wait_argument_mixes(
