@@ -558,3 +558,20 @@ def test_follow_pauses_double_on_a_busy_server_and_start_over_after_an_answer() 
     follow.update(job)
     assert follow.paused is None
     assert follow.busy() == BUSY_FIRST
+
+
+def test_follow_asks_nothing_more_once_its_time_is_exactly_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Follow.next_call: None when the deadline is now, not a long poll of 0 s (a fixed clock)."""
+    import types
+
+    import cli.rpc
+    from cli.rpc import Follow
+
+    monkeypatch.setattr(cli.rpc, "time", types.SimpleNamespace(monotonic=lambda: 100.0))
+    job: Any = {"id": "x", "status": "queued", "position": 1}
+    assert Follow(job, timeout=0).next_call() is None
+    call = Follow(job, timeout=0.5).next_call()
+    assert call is not None
+    assert call.params == {"id": "x", "timeout": 0.5, "status": "queued", "position": 1}
