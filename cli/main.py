@@ -233,7 +233,9 @@ def wait(client: SyncClient, args: argparse.Namespace) -> None:
 
     job = _job_to_wait_for(client, args)
     job_id = job["id"]
-    print(f"taskrpc: job {visible(job_id)} ({visible(job['type'])})", file=sys.stderr, flush=True)
+    # Not flushed here: the live status shows the job at once, before any long poll, and
+    # flushes the stream.
+    print(f"taskrpc: job {visible(job_id)} ({visible(job['type'])})", file=sys.stderr)
     live = LiveStatus(sys.stderr)
     try:
         for change in client.follow(job, args.timeout, on_busy=live.busy):
