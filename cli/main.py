@@ -32,7 +32,7 @@ from backend.protocol import (
     RpcError,
     Unauthorized,
 )
-from cli.options import add_connection_options, non_negative
+from cli.options import UTF8, add_connection_options, non_negative
 
 if TYPE_CHECKING:
     from cli.sync import SyncClient
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(encoding="utf-8")
+            stream.reconfigure(encoding=UTF8)
     options = argv[: argv.index("--")] if "--" in argv else argv  # what precedes operands
     try:
         _run(_parse(argv))
@@ -386,7 +386,7 @@ def _data(args: argparse.Namespace) -> str:
     if sys.stdin.isatty():
         print("taskrpc: reading DATA from standard input; end with Ctrl+D", file=sys.stderr)
     try:
-        text = sys.stdin.buffer.read().decode("utf-8")
+        text = sys.stdin.buffer.read().decode(UTF8)
     except UnicodeDecodeError:
         raise Failure("standard input is not valid UTF-8 text", ExitStatus.USAGE) from None
     return text.removesuffix("\n").removesuffix("\r")  # the newline that ends a file or echo
@@ -394,7 +394,7 @@ def _data(args: argparse.Namespace) -> str:
 
 def _utf8(arg: str, where: str) -> str:
     try:
-        return os.fsencode(arg).decode("utf-8")
+        return os.fsencode(arg).decode(UTF8)
     except UnicodeDecodeError:
         raise Failure(f"{where} is not valid UTF-8 text", ExitStatus.USAGE) from None
 

@@ -17,6 +17,7 @@ from cli.urls import target
 TOKEN_ENV = f"{ENV_PREFIX}TOKEN"
 TOKEN_FILE_ENV = f"{ENV_PREFIX}TOKEN_FILE"
 URL_ENV = f"{ENV_PREFIX}URL"
+UTF8 = "utf-8"  # what the CLI reads and writes, whatever the locale says
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
@@ -71,7 +72,7 @@ def token(text: str) -> str:
 def read_token_file(path: str) -> str:
     """The token stored in the file at `path` (surrounding whitespace dropped)."""
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding=UTF8) as file:
             text = file.read(4096).strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
