@@ -508,6 +508,18 @@ async def test_the_async_client_sends_its_token_as_given_and_none_without_one() 
     assert b"authorization" not in heads[1].lower()
 
 
+async def test_each_async_client_numbers_its_own_requests_from_1() -> None:
+    """Two clients in one process each send ids 1, 2 (jsonrpcclient's counter is process-wide)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok("[]", 1)), ok("[]", 1))
+    raw = RawHttp(*[answer] * 4)
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    async with server:
+        for _ in range(2):
+            async with Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}") as client:
+                assert [await client.types(), await client.types()] == [[], []]
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["id"] for r in raw.requests] == [1, 2, 1, 2]
+
+
 async def test_a_server_that_never_answers_times_out() -> None:
     """A server that takes the request and never answers: the read gives up at the timeout."""
     done = asyncio.Event()
