@@ -65,6 +65,13 @@ def test_unreachable_says_why_in_lower_case() -> None:
     assert caught.value.url == "http://127.0.0.1:9"
 
 
+def test_an_error_without_any_text_is_named_by_its_class() -> None:
+    """cli.sync._reason: an OSError with neither strerror nor text reads as its class name."""
+    from cli.sync import _reason
+
+    assert _reason(ConnectionResetError()) == "ConnectionResetError"
+
+
 async def test_not_taskrpc_names_the_url() -> None:
     """NotTaskrpc carries the URL that answered, for a script to report."""
     async with stand_in(recording(Recorder())) as url:
