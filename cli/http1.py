@@ -121,7 +121,7 @@ class Connection:
     def _open(self, timeout: float) -> socket.socket:
         if self._sock is None:
             sock = socket.create_connection((self._host, self._port), timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # as http.client does
             if self._https:
                 import ssl
 

@@ -467,6 +467,24 @@ def test_connecting_gives_up_at_the_timeout() -> None:
     assert took < 5
 
 
+async def test_requests_leave_without_waiting_for_acknowledgements() -> None:
+    """The connection's socket has Nagle's algorithm off (TCP_NODELAY), as http.client's."""
+    raw = RawHttp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+
+    def nodelay(port: int) -> int:
+        connection = Connection("127.0.0.1", port)
+        try:
+            connection.send("/rpc", b"{}", {}, timeout=10)
+            assert connection._sock is not None
+            return connection._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            connection.close()
+
+    async with server:
+        assert await asyncio.to_thread(nodelay, server.sockets[0].getsockname()[1]) != 0
+
+
 async def test_a_request_travels_as_this_head_and_a_utf8_body() -> None:
     """POST, Host, no compression, length, the client's headers; the body in UTF-8, unescaped."""
     raw = RawHttp(
