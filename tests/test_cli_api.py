@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from backend.protocol import JobStatus, Method, Unauthorized
+from cli import http1
 from cli.client import Client
 from cli.http1 import MAX_LINE, Answer, Closed, Connection, NotHttp
 from cli.sync import (
@@ -483,6 +484,34 @@ async def test_requests_leave_without_waiting_for_acknowledgements() -> None:
 
     async with server:
         assert await asyncio.to_thread(nodelay, server.sockets[0].getsockname()[1]) != 0
+
+
+@pytest.mark.skipif(not http1._KERNEL_TIMEOUTS, reason="the kernel keeps no timeouts here")
+async def test_a_timeout_is_set_on_the_socket_only_when_it_changes() -> None:
+    """Calls with the timeout of the last one make no setsockopt (two system calls a call)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    raw = RawHttp(answer, answer, answer)
+    server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+
+    def receive_timeouts(port: int) -> list[bytes]:
+        connection = Connection("127.0.0.1", port)
+        seen = []
+        try:
+            for timeout in (5, 5, 7):
+                connection.send("/rpc", b"{}", {}, timeout=timeout)
+                connection.read()
+                assert connection._sock is not None
+                seen.append(connection._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+                connection._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bytes(16))
+        finally:
+            connection.close()
+        return seen
+
+    async with server:
+        seen = await asyncio.to_thread(receive_timeouts, server.sockets[0].getsockname()[1])
+    assert seen[1] == bytes(16)  # left as it was: not set again
+    assert seen[0] != bytes(16)
+    assert seen[2] != bytes(16)
 
 
 async def test_a_request_travels_as_this_head_and_a_utf8_body() -> None:
