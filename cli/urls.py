@@ -28,7 +28,7 @@ def target(url: str) -> Target:
 
     `http://user@Host:8765/base?q#f` -> https False, host `host`, port 8765, path `/base`.
     A path may not hold a space or a control character: the request line would break
-    (`cli.http1` writes it as is).
+    (`cli.http1` writes it as is); nor a character that is not ASCII (it has no one encoding).
     """
     not_http = ValueError(f"{url!r} is not an http:// URL of a taskrpc server")
     scheme, slashes, rest = url.partition("://")
@@ -43,6 +43,10 @@ def target(url: str) -> Target:
     path = rest[end:].partition("?")[0].partition("#")[0]
     if any(char <= " " or char == "\x7f" for char in path):
         raise ValueError(f"{url!r} has a space or a control character in its path")
+    if not path.isascii():  # the request line is bytes: which encoding would the server guess?
+        raise ValueError(
+            f"{url!r} has a character that is not ASCII in its path: percent-encode it"
+        )
     return Target(scheme.lower() == "https", host, None if port is None else int(port), path)
 
 

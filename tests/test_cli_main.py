@@ -751,6 +751,8 @@ def test_no_command_lists_the_commands(taskrpc: Run) -> None:
          "or a control character in its path; see"),
         (["--url", "http://h/a\x7f", "types"], "taskrpc: argument --url: 'http://h/a\\x7f' has a "
          "space"),
+        (["--url", "http://h/é", "types"], "taskrpc: argument --url: 'http://h/é' has a character "
+         "that is not ASCII in its path: percent-encode it; see"),
         (["--token", "a\nb", "types"], "taskrpc: argument --token: a token is printable ASCII "
          "(it travels in a header); see"),
         (["--token", "jeton-é", "types"], "taskrpc: argument --token: a token is printable ASCII"),

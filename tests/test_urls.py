@@ -61,6 +61,8 @@ def test_a_url_is_taken_apart(url: str, parts: tuple[bool, str, int | None, str]
         ("http://h/a b", "has a space or a control character"),
         ("http://h/a\r\nX: y", "has a space or a control character"),
         ("http://h/\x7f", "has a space or a control character"),
+        ("http://h/é", "has a character that is not ASCII in its path: percent-encode it$"),
+        ("http://h/путь", "has a character that is not ASCII in its path: percent-encode it$"),
     ],
 )
 def test_a_url_no_request_can_use_is_refused(url: str, says: str) -> None:
