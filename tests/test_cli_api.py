@@ -411,6 +411,14 @@ async def test_which_answers_end_the_connection(head: bytes, close: bool) -> Non
     assert (await answer_of(RawHttp(head))).close is close
 
 
+async def test_a_head_is_read_as_latin_1_bytes() -> None:
+    """A reason phrase or header value with bytes that are not UTF-8 (obs-text) is still read."""
+    answer = await answer_of(
+        RawHttp(b"HTTP/1.1 200 \xc9t\xe9\r\nX-Note: \xe9\r\nContent-Length: 2\r\n\r\nhi")
+    )
+    assert (answer.status, answer.body) == (200, b"hi")
+
+
 async def test_interim_answers_are_skipped() -> None:
     """1xx answers (100 Continue, 103 Early Hints with headers) come before the real one."""
     answer = await answer_of(
