@@ -213,13 +213,23 @@ class RawHttp:
         self.connections = 0
         self.requests: list[bytes] = []
         self.hold = hold
+        self.closed = 0  # connections whose socket this stand-in has closed
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             await self._answer(reader, writer)
-        finally:  # also when the test's loop ends first and cancels this: no socket left open
+        finally:
             writer.close()
+            self.closed += 1
+
+    async def all_closed(self, connections: int = 1) -> None:
+        """Wait until this stand-in has closed `connections` sockets: a handler the test's
+        loop outlives would leave its socket to the garbage collector (a ResourceWarning)."""
+        deadline = time.monotonic() + 10
+        while self.closed < connections:
+            assert time.monotonic() < deadline, "the stand-in never closed its connection"
+            await asyncio.sleep(0.01)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while self.answers:
@@ -497,6 +507,7 @@ async def test_requests_leave_without_waiting_for_acknowledgements() -> None:
 
     async with server:
         assert await asyncio.to_thread(nodelay, server.sockets[0].getsockname()[1]) != 0
+        await raw.all_closed()
 
 
 @pytest.mark.skipif(not http1._KERNEL_TIMEOUTS, reason="the kernel keeps no timeouts here")
