@@ -33,6 +33,7 @@ import ast
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sys
 import time
@@ -173,6 +174,11 @@ def _coverage_run() -> None:
         return
     units, index = _selection(), multiprocessing.Value("i", 0)
     sources = list(walk_source_files())
+    for source in sources:
+        # A kept mutants/ holds the last run's mutated files, and mutmut copies a source only
+        # where none is: the tests would run against old code. The plain source, with its
+        # own mtime (mutmut's sign of "not mutated yet"), is what the coverage run must see.
+        shutil.copy2(source, Path("mutants") / source)
 
     def work(number: int) -> tuple[int, dict[str, set[int]], dict[str, set[int]]]:
         runner = harness.PytestRunner()
