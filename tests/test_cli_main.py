@@ -26,9 +26,8 @@ from aiohttp import web
 from backend.jobs import JobType
 from backend.protocol import DEFAULT_URL
 from cli.main import ExitStatus, main
-from cli.sync import SyncClient
 from tests.conftest import FAST, stand_in
-from tests.threaded import ThreadedServer, server_in_thread
+from tests.threaded import ThreadedServer, hold_a_wait, server_in_thread
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
 TOKEN = "s3cret-token"
@@ -1024,17 +1023,7 @@ def test_wait_says_when_the_server_is_busy(taskrpc: Run) -> None:
     """wait against a server at its limit of waits asks again and says so; no error."""
     with server_in_thread(SLOW, max_waiters=1) as server:
         job_id = submitted(taskrpc, server.url, "reverse", "a")
-
-        def hold() -> None:
-            with SyncClient(server.url) as client:
-                client.wait(job_id, 0.5)
-
-        holder = threading.Thread(target=hold, daemon=True)
-        holder.start()
-        deadline = time.monotonic() + 20
-        while server.store.waiting < 1:
-            assert time.monotonic() < deadline, "the held wait never parked"
-            time.sleep(0.005)
+        holder = hold_a_wait(server, job_id)
         status, out, err = taskrpc("--url", server.url, "wait", "--id", job_id, "--timeout", "1")
         holder.join(10)
     assert (status, out) == (ExitStatus.NOT_READY, "")

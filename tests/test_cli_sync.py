@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,7 @@ from cli.sync import Disconnected, NotTaskrpc, SyncClient, TransportError, Unrea
 from tests.conftest import Server, StartServer, stand_in, until
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
 from tests.test_pinned_cli import dropping_server
-from tests.threaded import ThreadedServer, server_in_thread
+from tests.threaded import ThreadedServer, hold_a_wait, server_in_thread
 
 TOKEN = "s3cret-token"
 
@@ -243,17 +242,7 @@ def test_sync_follow_tells_of_a_busy_server_and_its_end() -> None:
     heard: list[float | None] = []
     with server_in_thread(1000.0, max_waiters=1) as server, SyncClient(server.url) as client:
         job = client.submit("reverse", "a")
-
-        def hold() -> None:
-            with SyncClient(server.url) as holder:
-                holder.wait(job["id"], 0.5)
-
-        holder = threading.Thread(target=hold, daemon=True)
-        holder.start()
-        deadline = time.monotonic() + 10
-        while server.store.waiting < 1:
-            assert time.monotonic() < deadline, "the held wait never parked"
-            time.sleep(0.005)
+        holder = hold_a_wait(server, job["id"])
         for _ in client.follow(job["id"], timeout=2.0, on_busy=heard.append):
             pass
         holder.join(10)

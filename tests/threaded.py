@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from backend import app as server_app
 from backend.app import STORE
 from backend.settings import Settings
 from backend.store import MemoryStore
+from cli.sync import SyncClient
 from tests.conftest import fresh_db
 
 
@@ -50,3 +52,20 @@ def server_in_thread(time_scale: float, **settings: Any) -> Iterator[ThreadedSer
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def hold_a_wait(server: ThreadedServer, job_id: str, seconds: float = 0.5) -> threading.Thread:
+    """A client holding a `wait` of `seconds` on `job_id` in a thread, returned once the
+    server has parked it (so a server with `max_waiters=1` is at its limit)."""
+
+    def hold() -> None:
+        with SyncClient(server.url) as client:
+            client.wait(job_id, seconds)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 20
+    while server.store.waiting < 1:
+        assert time.monotonic() < deadline, "the held wait never parked"
+        time.sleep(0.005)
+    return holder
