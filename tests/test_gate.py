@@ -5,7 +5,9 @@ Every attack here goes through a raw socket, so no client library tidies the req
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 import time
 import zlib
 from typing import Any
@@ -206,10 +208,26 @@ async def test_json_with_parameters_is_accepted(server: Server, content_type: st
 
 
 def gzip_bomb(megabytes: int) -> bytes:
-    """A gzip stream of `megabytes` MiB of zeros: about a thousandth of that on the wire."""
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    """A valid gzip stream of `megabytes` MiB of zeros: about a thousandth of that on the wire.
+
+    One MiB is deflated once and its block repeated (a full flush makes each copy stand
+    alone), so making 400 MiB costs 0.1 s of CPU, not the 1.5 s of deflating them all.
+    """
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: gzip's frame is ours
     zeros = bytes(1 << 20)
-    return b"".join([*(packer.compress(zeros) for _ in range(megabytes)), packer.flush()])
+    block = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(megabytes):
+        crc = zlib.crc32(zeros, crc)
+    last = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # an empty final block
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name, no time
+    trailer = struct.pack("<II", crc, (megabytes << 20) & 0xFFFFFFFF)
+    return header + block * megabytes + last + trailer
+
+
+def test_the_gzip_bomb_is_valid_gzip() -> None:
+    """The bomb below inflates, with any gzip reader, to exactly its size in zeros."""
+    assert gzip.decompress(gzip_bomb(3)) == bytes(3 << 20)
 
 
 @pytest.mark.parametrize("token", [None, TOKEN])

@@ -16,6 +16,9 @@ from backend.ws import COALESCE, HUB
 from tests.conftest import Server, StartServer
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
+# The hub does the same over any store; a memory-only submit takes microseconds, a journaled
+# one waits for its commit (these tests submit hundreds or thousands of jobs one by one).
+MEMORY = ":memory:"
 
 
 @asynccontextmanager
@@ -45,7 +48,7 @@ async def _read_until(
 
 async def test_a_burst_over_many_loop_turns_is_coalesced(start_server: StartServer) -> None:
     """200 submits spread over 200 loop turns reach a subscriber in about one frame per interval."""
-    server = await start_server(time_scale=SLOW)
+    server = await start_server(time_scale=SLOW, db=MEMORY)
     async with subscribed(server) as ws:
         start = time.monotonic()
         ids: set[str] = set()
@@ -62,7 +65,7 @@ async def test_a_subscriber_that_reads_everything_is_never_told_to_resync(
     start_server: StartServer,
 ) -> None:
     """Many more bytes than the backlog limit, sent to a reader that keeps up: no resync."""
-    server = await start_server(time_scale=SLOW)
+    server = await start_server(time_scale=SLOW, db=MEMORY)
     hub = server.app[HUB]
     hub.max_backlog = 20_000  # each round below sends ~6 KB; 20 rounds send ~120 KB
     seen: set[str] = set()
