@@ -6,14 +6,19 @@ The attacks go through real sockets: raw bytes for HTTP, where a client library 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from jsonrpcserver import Result, Success
 
+from backend.envelope import SMALL_BODY, YIELD_EVERY, Dispatcher, QuickSignature, dumps
+from backend.pacing import DECODE_PER_TURN, decode_turn
 from backend.protocol import RPC_PATH, WS_PATH, ErrorCode, Method, SocketMethod
 from backend.ws import HUB
 from tests.conftest import Server, StartServer, until
@@ -192,3 +197,177 @@ async def test_malformed_http_is_one_warning_line_rate_limited(
     line = warnings()[0].getMessage()
     assert "\n" not in line
     assert "\x1b" not in line
+
+
+# In-process: the dispatcher itself, with methods of its own (no server, no socket).
+
+
+async def _echo(text: str) -> Result:
+    """Answers its one param."""
+    return Success(text)
+
+
+def _request(method: str, n: int = 1, **more: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "id": n, **more}
+
+
+def _refusal(code: int, message: str, data: str) -> dict[str, Any]:
+    """The error object a client gets, written out in full (not built with `error`)."""
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": data}, "id": None}
+
+
+def _invalid(data: str) -> dict[str, Any]:
+    return _refusal(ErrorCode.INVALID_REQUEST, "Invalid request", data)
+
+
+EXACT_REFUSALS: dict[str, tuple[Any, Any]] = {
+    "not UTF-8": (
+        b"\xff",
+        _refusal(ErrorCode.PARSE_ERROR, "Parse error", "the body is not valid UTF-8"),
+    ),
+    "too deep": (
+        b"[" * 100_000,
+        _refusal(ErrorCode.PARSE_ERROR, "Parse error", "the JSON is nested too deeply"),
+    ),
+    "NaN": (b"NaN", _refusal(ErrorCode.PARSE_ERROR, "Parse error", "NaN is not valid JSON")),
+    "not an object": ("x", _invalid("a request must be a JSON object")),
+    "version": (_request("echo", jsonrpc="1.0"), _invalid('jsonrpc must be exactly "2.0"')),
+    "method": ({**_request("echo"), "method": 1}, _invalid("method must be a string")),
+    "params": (_request("echo", params="x"), _invalid("params must be an array or an object")),
+    "id": (_request("echo", id=True), _invalid("id must be a string, a number or null")),
+    "members": (_request("echo", b=1, a=2), _invalid("unknown member(s): 'a', 'b'")),
+    "empty batch": ([], _invalid("the batch is empty")),
+    "long batch": ([_request("echo")] * 4, _invalid("the batch has 4 requests; the limit is 3")),
+    "one bad element": (
+        [_request("echo", params=["a"]), "x"],
+        [
+            {"jsonrpc": "2.0", "result": "a", "id": 1},
+            _invalid("a request must be a JSON object"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "refusal"), EXACT_REFUSALS.values(), ids=EXACT_REFUSALS.keys())
+async def test_each_refusal_is_the_exact_error_object(body: Any, refusal: Any) -> None:
+    """Every parse and envelope refusal has its exact code, message and data, word for word."""
+    dispatcher = Dispatcher({"echo": _echo}, max_batch=3)
+    message = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert await dispatcher.answer(message) == refusal
+
+
+async def test_a_long_batch_lets_others_in_after_every_yield_every_elements() -> None:
+    """A batch of calls that never block gives the loop a turn after each YIELD_EVERY, only then."""
+    turns = 0
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def note() -> Result:
+        seen.append(turns)
+        return Success(None)
+
+    size = 2 * YIELD_EVERY + 1
+    body = json.dumps([_request("note", n) for n in range(size)]).encode()
+    assert len(body) <= SMALL_BODY  # decoded at once: the batch's own yields only
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        answers = await Dispatcher({"note": note}, max_batch=size).answer(body)
+    finally:
+        ticking.cancel()
+    assert isinstance(answers, list)
+    assert len(answers) == size
+    changed = [n for n in range(1, size) if seen[n] != seen[n - 1]]
+    assert changed == [YIELD_EVERY, 2 * YIELD_EVERY]
+
+
+def _sized(size: int) -> bytes:
+    """An `echo` request of exactly `size` bytes."""
+    head, tail = b'{"jsonrpc":"2.0","method":"echo","params":["', b'"],"id":1}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+@pytest.mark.parametrize(("size", "paced"), [(SMALL_BODY, False), (SMALL_BODY + 1, True)])
+async def test_only_a_body_over_small_body_waits_for_the_decode_budget(
+    size: int, paced: bool
+) -> None:
+    """With this turn's decode budget spent, SMALL_BODY bytes are still answered at once; one
+    byte more waits for the next turn."""
+    dispatcher = Dispatcher({"echo": _echo}, max_batch=1)
+    await decode_turn(DECODE_PER_TURN)  # this turn's budget: spent
+    turned: list[None] = []
+    asyncio.get_running_loop().call_soon(turned.append, None)
+    answer = await dispatcher.answer(_sized(size))
+    assert isinstance(answer, dict)
+    assert "result" in answer
+    assert bool(turned) is paced
+
+
+async def test_an_extended_dispatcher_still_runs_a_blocking_batch_side_by_side() -> None:
+    """The socket's dispatcher keeps the blocking methods: a held call does not hold the next."""
+    released = asyncio.Event()
+
+    async def hold() -> Result:
+        await released.wait()
+        return Success("held")
+
+    async def release() -> Result:
+        released.set()
+        return Success("released")
+
+    base = Dispatcher({"hold": hold}, max_batch=2, blocking={"hold"})
+    more = base.extended({"release": release})
+    body = json.dumps([_request("hold", 1), _request("release", 2)]).encode()
+    async with asyncio.timeout(5):  # one after the other, `hold` would never return
+        answers = await more.answer(body)
+    assert answers == [
+        {"jsonrpc": "2.0", "result": "held", "id": 1},
+        {"jsonrpc": "2.0", "result": "released", "id": 2},
+    ]
+
+
+def test_what_orjson_refuses_is_written_compactly_by_the_standard_library() -> None:
+    """A lone surrogate or a 70-bit id, beside a pre-encoded fragment: compact ASCII JSON."""
+    fragment = orjson.Fragment(b'{"a": [1, 2]}')
+    for request_id, written in [("\ud800", b'"\\ud800"'), (2**70, str(2**70).encode())]:
+        answer = {"jsonrpc": "2.0", "result": fragment, "id": request_id}
+        assert dumps(answer) == b'{"jsonrpc":"2.0","result":{"a":[1,2]},"id":' + written + b"}"
+
+
+async def _method(id: str, timeout: float = 1, status: str | None = None) -> Result:  # noqa: A002
+    """A method as ours are: a required param first, then optional ones."""
+    return Success(None)
+
+
+def test_the_usual_calls_never_reach_inspects_general_bind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the required values to all of them, by position or by name: the quick bind's own
+    (the hot path of every call), and the same BoundArguments as inspect's."""
+    usual: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (("x",), {}),
+        (("x", 2), {}),
+        (("x", 2, "done"), {}),
+        ((), {"id": "x"}),
+        ((), {"status": "done", "id": "x"}),
+        ((), {"id": "x", "timeout": 2, "status": "done"}),
+    ]
+    plain = inspect.signature(_method)
+    expected = [plain.bind(*args, **kwargs) for args, kwargs in usual]
+    general: list[tuple[Any, ...]] = []
+    original = inspect.Signature.bind
+
+    def counted(self: inspect.Signature, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+        general.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(inspect.Signature, "bind", counted)
+    quick = QuickSignature.from_callable(_method)
+    assert [quick.bind(*args, **kwargs) for args, kwargs in usual] == expected
+    assert general == []
+    with pytest.raises(TypeError, match="multiple values for argument 'id'"):
+        quick.bind("x", id="y")  # not a usual call: inspect's, and the count sees it
+    assert general == [("x",)]
