@@ -70,7 +70,8 @@ def dumps(answer: Any) -> bytes:
     try:
         return orjson.dumps(answer)
     except TypeError:
-        return json.dumps(answer, separators=(",", ":"), default=_unfragment).encode("ascii")
+        # ensure_ascii (the default) writes ASCII only, the same bytes in any ASCII-based codec.
+        return json.dumps(answer, separators=(",", ":"), default=_unfragment).encode()
 
 
 def _unfragment(value: object) -> Any:
@@ -83,7 +84,7 @@ def _unfragment(value: object) -> Any:
 def parse(body: bytes) -> object:
     """The JSON value in `body`, or `ParseError` saying why there is none."""
     try:
-        return _DECODER.decode(body.decode("utf-8"))
+        return _DECODER.decode(body.decode())  # UTF-8 always (never the locale's); no codec name
     except UnicodeDecodeError:
         raise ParseError("Parse error", "the body is not valid UTF-8") from None
     except RecursionError:
