@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from backend.jobs import JobType
@@ -455,6 +455,8 @@ async def test_results_kept_are_bounded_in_characters(store: Store) -> None:
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+@example(1.9999996)  # the microseconds round up to the next second
+@example(1.9999993)  # they round down to 999 999: .999, not the next second
 def test_iso_is_datetimes_iso_8601(timestamp: float) -> None:
     """Timestamps read exactly as datetime writes them: UTC, milliseconds, a Z."""
     expected = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
