@@ -118,7 +118,7 @@ async def test_only_a_wait_on_a_queued_jobs_position_is_filed_by_seq() -> None:
     await until(lambda: store._waiters.count == 2, what="the position wait")
     assert list(store._waiters._by_seq) == [queued.seq]
     await store.cancel(queued.id)
-    assert await asyncio.wait_for(asyncio.gather(status_only, watching), 5) == [queued] * 2
+    assert list(await asyncio.wait_for(asyncio.gather(status_only, watching), 5)) == [queued] * 2
 
 
 async def _journaled(path: Path) -> JournaledStore:
