@@ -49,6 +49,7 @@ _HEADER = b"SQLite format 3\x00"
 _NO_PAGE_LIMIT = 0xFFFFFFFE  # SQLite's largest max_page_count
 _FREE_PAGES = "PRAGMA freelist_count"  # SQL text lives out here: its case is no mutant
 _PAGES = "PRAGMA page_count"
+_VACUUM = "PRAGMA incremental_vacuum"
 _STARTING = "-"  # the URL in the lock file until the server listens
 
 # Each version's step from the one before: _MIGRATIONS[n] turns version n into n + 1.
@@ -509,7 +510,7 @@ class Journal:
             if connection.execute(_FREE_PAGES).fetchone()[0] >= VACUUM_PAGES:
                 # executescript runs it to the end: execute() steps a statement without
                 # columns once, and this one frees one page a step (one page a vacuum)
-                connection.executescript("PRAGMA incremental_vacuum")
+                connection.executescript(_VACUUM)
         except sqlite3.Error as exc:
             logger.warning("incremental vacuum of %s failed: %s", self.path, exc)
 

@@ -52,6 +52,7 @@ _LETTERS = b"abcdefghijklmnopqrstuvwxyz234567"
 _FIVE_BITS = bytes(range(32)) * 8
 _TO_LETTER = _LETTERS * 8  # 0..31 -> its letter
 _FROM_LETTER = bytes(_LETTERS.find(byte) & 0xFF for byte in range(256))  # not a letter: 0xFF
+_BEFORE_EVERY_SEQ = -1  # seqs start at 0: every queued job is behind this one
 
 
 def new_key() -> int:
@@ -70,9 +71,9 @@ def id_key(job_id: str) -> JobKey:
     """The key of an id: the int of a generated id's form, any other text as it is (so no
     text that is not exactly an id we made can find a job that has one)."""
     if len(job_id) == 16 and job_id.isascii():
-        values = job_id.encode("ascii").translate(_FROM_LETTER)
+        values = job_id.encode().translate(_FROM_LETTER)  # ASCII: UTF-8 is the same bytes
         if 0xFF not in values:
-            return int.from_bytes(values, "big")
+            return int.from_bytes(values)  # big-endian (the default), as id_text writes it
     return job_id
 
 
@@ -930,7 +931,7 @@ class MemoryStore(JobViews):
         self._counts[status] += 1
         if self._running is job:
             self._running = None
-            self._waiters.wake_positions_behind(-1)  # every queued job moved up one
+            self._waiters.wake_positions_behind(_BEFORE_EVERY_SEQ)  # all queued moved up one
         elif was is JobStatus.QUEUED:
             self._queued_chars -= job.length
             self._waiters.wake_positions_behind(job.seq)
