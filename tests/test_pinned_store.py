@@ -7,6 +7,7 @@ the full run, second pass"). In-process stores, a real SQLite file for the journ
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,16 @@ async def test_only_a_wait_on_a_queued_jobs_position_is_filed_by_seq() -> None:
     assert list(store._waiters._by_seq) == [queued.seq]
     await store.cancel(queued.id)
     assert list(await asyncio.wait_for(asyncio.gather(status_only, watching), 5)) == [queued] * 2
+
+
+async def test_a_job_ending_at_clock_zero_logs_that_time(caplog: pytest.LogCaptureFixture) -> None:
+    """The info line takes an end at 0.0 on the store's clock as a time, not as none."""
+    store = MemoryStore(FAST, clock=lambda: 0.0)
+    job = await store.submit("swap", "a")
+    caplog.set_level(logging.INFO, "taskrpc.store")
+    await store.cancel(job.id)
+    says = f"job {job.id} swap cancelled (waited 0.000 s, ran 0.000 s)"
+    assert [record.getMessage() for record in caplog.records] == [says]
 
 
 async def _journaled(path: Path) -> JournaledStore:
