@@ -7,14 +7,17 @@ the full run, second pass"). In-process stores, a real SQLite file for the journ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
 
 import pytest
 
+from backend import worker as worker_module
 from backend.journaled import PRESTART_SCAN, JournaledStore
 from backend.protocol import PREVIEW_CHARS, InvalidParams, JobStatus, QueueFull, ServerBusy
 from backend.store import Limits, MemoryStore, id_key, iso, job_summary
+from backend.worker import Worker
 from tests.conftest import until
 
 FAST = Limits(time_scale=100.0)
@@ -179,3 +182,34 @@ async def test_a_cancel_committed_before_a_finish_keeps_the_next_job_from_starti
     finally:
         store.close()
         await store.shutdown()
+
+
+async def test_the_worker_tries_a_change_the_disk_refuses_again_every_retry_seconds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finish the full disk refuses is tried again RETRY seconds later, not in a spin, and
+    is kept once the disk has room."""
+    monkeypatch.setattr(worker_module, "RETRY", 0.05)
+    store = JournaledStore(
+        str(tmp_path / "full.db"), Limits(time_scale=0.0, max_text_chars=100_000)
+    )
+    await store.open()
+    job = await store.submit("reverse", "x" * 100_000)  # its result needs pages of its own
+    await store.journal.limit_pages(0)
+    caplog.set_level(logging.WARNING, "taskrpc.worker")
+    worker = asyncio.create_task(Worker(store).run())
+    try:
+        await until(lambda: len(tries(caplog)) >= 3, what="three tries of the finish")
+        times = tries(caplog)[:3]
+        assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 0.04
+        await store.journal.limit_pages(None)
+        assert (await store.wait(job, 10)).status is JobStatus.DONE
+    finally:
+        worker.cancel()
+        store.close()
+        await store.shutdown()
+
+
+def tries(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """When the worker said it would try a change again."""
+    return [record.created for record in caplog.records if record.name == "taskrpc.worker"]
