@@ -780,3 +780,28 @@ def _free_some_pages(journal: Journal, rows: int) -> None:
         " INSERT INTO blobs SELECT zeroblob(4000) FROM n",
     )
     _sql(journal, "DELETE FROM blobs")
+
+
+async def test_wakes_added_twice_in_one_turn_still_go_a_slice_a_turn() -> None:
+    """Two wakes of SLICE futures each, added in the same turn, wake SLICE in the next turn."""
+    loop = asyncio.get_running_loop()
+    pacer = pacing._Pacer(loop)
+    futures: list[asyncio.Future[None]] = [loop.create_future() for _ in range(2 * SLICE)]
+    pacer.wake(futures[:SLICE])
+    pacer.wake(futures[SLICE:])
+    woken: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(lambda: woken.set_result(sum(f.done() for f in futures)))  # after the slice
+    assert await woken == SLICE
+    await until(lambda: all(f.done() for f in futures), what="every future woken")
+
+
+async def test_a_future_already_done_does_not_end_its_slice() -> None:
+    """A wake skips a future that is already done and still wakes the rest in the same turn."""
+    loop = asyncio.get_running_loop()
+    pacer = pacing._Pacer(loop)
+    futures: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
+    futures[0].cancel()  # its waiter went away before the wake
+    pacer.wake(futures)
+    woken: asyncio.Future[list[bool]] = loop.create_future()
+    loop.call_soon(lambda: woken.set_result([f.done() for f in futures[1:]]))
+    assert await woken == [True, True]
