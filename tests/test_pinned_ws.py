@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 
 from backend.protocol import WS_PATH, ErrorCode, Notification, SocketMethod
-from backend.ws import COALESCE, HUB
-from tests.conftest import Server, StartServer
+from backend.ws import COALESCE, HUB, MAX_IN_FLIGHT, Connection, Hub
+from tests.conftest import Server, StartServer, until
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
 # The hub does the same over any store; a memory-only submit takes microseconds, a journaled
@@ -99,3 +99,87 @@ async def test_an_auth_token_with_extra_characters_is_refused(start_server: Star
             {"jsonrpc": "2.0", "method": SocketMethod.AUTH, "params": {"token": "s3cret"}, "id": 1}
         )
         assert (await ws.receive_json(timeout=10))["result"] is True
+
+
+def _padded(size: int) -> str:
+    """A notification frame of exactly `size` characters."""
+    head = '{"jsonrpc":"2.0","method":"pad","params":"'
+    return head + "x" * (size - len(head) - 2) + '"}'
+
+
+async def _settled(hub: Hub) -> Connection:
+    """The one open socket, once its transport has sent everything written to it."""
+    await until(lambda: len(hub.connections) == 1, what="one socket")
+    (connection,) = hub.connections
+    await until(lambda: connection._unsent() == 0, what="an empty transport buffer")
+    return connection
+
+
+async def test_a_notification_of_exactly_the_backlog_limit_is_sent_every_time(
+    start_server: StartServer,
+) -> None:
+    """The bound is inclusive and counts only what is still queued: a notification of exactly
+    max_backlog characters goes out after a subscribe, and again once the first went out."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    hub.max_backlog = 10_000
+    frame = _padded(hub.max_backlog)
+    async with subscribed(server) as ws:
+        for _ in range(2):
+            (await _settled(hub)).notify(frame)
+            assert await ws.receive_str(timeout=10) == frame
+
+
+async def test_notifications_queued_together_add_up_against_the_backlog(
+    start_server: StartServer,
+) -> None:
+    """Three notifications queued in one step count together: the third passes the limit, so
+    all are dropped and the subscriber is told to resync."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    hub.max_backlog = 3 * 1000 - 1
+    async with subscribed(server) as ws:
+        connection = await _settled(hub)
+        for _ in range(3):
+            connection.notify(_padded(1000))
+        assert (await ws.receive_json(timeout=10))["method"] == Notification.RESYNC
+
+
+async def test_requests_without_an_id_get_no_frame_and_hold_no_slot(
+    start_server: StartServer,
+) -> None:
+    """Twice MAX_IN_FLIGHT notifications from the client are not answered and do not stop
+    the socket: the request after them is answered, and it is the first frame."""
+    server = await start_server(time_scale=SLOW)
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        for _ in range(2 * MAX_IN_FLIGHT):
+            await ws.send_json({"jsonrpc": "2.0", "method": "types"})
+        await ws.send_json({"jsonrpc": "2.0", "method": "types", "id": 9})
+        assert (await ws.receive_json(timeout=10))["id"] == 9
+
+
+async def test_a_socket_has_at_most_max_in_flight_requests_however_many_it_sent_before(
+    start_server: StartServer,
+) -> None:
+    """After MAX_IN_FLIGHT answered requests, MAX_IN_FLIGHT waits still fill the socket's
+    slots: the next request is read only once one of them is answered."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    job = await server.store.submit("swap", "held")  # never finishes at this time scale
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        for n in range(MAX_IN_FLIGHT):
+            await ws.send_json({"jsonrpc": "2.0", "method": "types", "id": n})
+        assert (
+            len([await ws.receive_json(timeout=10) for _ in range(MAX_IN_FLIGHT)]) == MAX_IN_FLIGHT
+        )
+        waits = set(range(100, 100 + MAX_IN_FLIGHT))
+        for n in waits:
+            params = {"id": job.id, "timeout": 60}
+            await ws.send_json({"jsonrpc": "2.0", "method": "wait", "params": params, "id": n})
+        await ws.send_json({"jsonrpc": "2.0", "method": "types", "id": 999})
+        (connection,) = hub.connections
+        await until(connection._slots.locked, what="every slot taken by a wait")
+        await server.store.cancel(job.id)
+        answers = [(await ws.receive_json(timeout=10))["id"] for _ in range(MAX_IN_FLIGHT + 1)]
+    assert set(answers) == {*waits, 999}
+    assert answers[0] != 999
