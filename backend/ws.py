@@ -392,9 +392,11 @@ def setup(
 
 
 def _utf8(data: str | bytes) -> bytes:
-    return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    """A message as UTF-8. A text frame's str has no lone surrogate to pass: aiohttp decodes
+    text frames strictly, so plain `encode()` (UTF-8, strict) always succeeds."""
+    return data.encode() if isinstance(data, str) else data
 
 
 def _dumps(value: Any) -> str:
-    """JSON for a text frame."""
-    return dumps(value).decode("utf-8")
+    """JSON for a text frame (`dumps` gives UTF-8, `decode()`'s codec)."""
+    return dumps(value).decode()

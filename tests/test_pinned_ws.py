@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 
+from backend import ws as ws_module
 from backend.protocol import WS_PATH, ErrorCode, Notification, SocketMethod
 from backend.ws import COALESCE, HUB, MAX_IN_FLIGHT, Connection, Hub
 from tests.conftest import Server, StartServer, until
@@ -183,3 +185,18 @@ async def test_a_socket_has_at_most_max_in_flight_requests_however_many_it_sent_
         answers = [(await ws.receive_json(timeout=10))["id"] for _ in range(MAX_IN_FLIGHT + 1)]
     assert set(answers) == {*waits, 999}
     assert answers[0] != 999
+
+
+async def test_a_peer_that_does_not_answer_pings_is_closed(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server pings every HEARTBEAT seconds and closes a socket whose peer never answers."""
+    monkeypatch.setattr(ws_module, "HEARTBEAT", 0.05)
+    server = await start_server()
+    hub = server.app[HUB]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(server.url + WS_PATH, autoping=False) as ws,
+    ):
+        assert (await ws.receive(timeout=10)).type is aiohttp.WSMsgType.PING
+        await until(lambda: not hub.connections, what="the silent socket closed")
