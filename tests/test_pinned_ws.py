@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from backend import ws as ws_module
-from backend.protocol import WS_PATH, ErrorCode, Notification, SocketMethod
-from backend.ws import COALESCE, HUB, MAX_IN_FLIGHT, Connection, Hub
+from backend.protocol import WS_PATH, ErrorCode, Notification, Snapshot, SocketMethod
+from backend.ws import COALESCE, HUB, MAX_IN_FLIGHT, MAX_SNAPSHOT, Connection, Hub
 from tests.conftest import Server, StartServer, until
 
 SLOW = 1000.0  # time scale at which no job finishes during a test
@@ -200,3 +200,111 @@ async def test_a_peer_that_does_not_answer_pings_is_closed(
     ):
         assert (await ws.receive(timeout=10)).type is aiohttp.WSMsgType.PING
         await until(lambda: not hub.connections, what="the silent socket closed")
+
+
+async def test_a_change_notification_is_a_json_rpc_2_notification(
+    start_server: StartServer,
+) -> None:
+    """`jobs.changed` carries `"jsonrpc": "2.0"`, its method and params, and no id."""
+    server = await start_server(time_scale=SLOW)
+    async with subscribed(server) as ws:
+        job = await server.store.submit("swap", "x")
+        (frame,) = await _read_until(ws, {job.id}, set())
+    assert frame["jsonrpc"] == "2.0"
+    assert sorted(frame) == ["jsonrpc", "method", "params"]
+
+
+async def test_subscribe_takes_a_limit_of_exactly_max_snapshot(start_server: StartServer) -> None:
+    """`subscribe` with limit MAX_SNAPSHOT gets its snapshot; MAX_SNAPSHOT + 1 is refused."""
+    server = await start_server(time_scale=SLOW)
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        for limit in (MAX_SNAPSHOT, MAX_SNAPSHOT + 1):
+            params = {"limit": limit}
+            await ws.send_json(
+                {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": params, "id": 1}
+            )
+            answer = await ws.receive_json(timeout=10)
+            if limit == MAX_SNAPSHOT:
+                assert answer["result"]["limit"] == MAX_SNAPSHOT, answer
+            else:
+                assert answer["error"]["code"] == ErrorCode.INVALID_PARAMS, answer
+
+
+class _HeldSnapshot:
+    """Stands in for `hub.snapshot`: sends a notification to every socket while a snapshot
+    is being built (after its subscribe dropped the older ones), then waits for `go`."""
+
+    def __init__(self, hub: Hub, frame: str) -> None:
+        self.hub = hub
+        self.build = hub.snapshot
+        self.frame = frame
+        self.building = asyncio.Event()
+        self.go = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, limit: int) -> Snapshot:
+        self.calls += 1
+        if self.calls == 1:
+            for connection in self.hub.connections:
+                connection.notify(self.frame)
+            self.building.set()
+            await self.go.wait()
+        return await self.build(limit)
+
+
+def _subscribe(request_id: int) -> dict[str, Any]:
+    """A `subscribe` request with the default limit."""
+    return {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": {}, "id": request_id}
+
+
+async def test_a_notification_during_a_snapshot_follows_its_answer_and_no_other(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change sent while a snapshot is built waits through other answers, then goes out
+    right after the snapshot's answer."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    held = _HeldSnapshot(hub, _padded(100))
+    monkeypatch.setattr(hub, "snapshot", held)
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        await ws.send_json(_subscribe(1))
+        await asyncio.wait_for(held.building.wait(), 10)
+        await ws.send_json({"jsonrpc": "2.0", "method": "types", "id": 2})
+        assert (await ws.receive_json(timeout=10))["id"] == 2
+        held.go.set()
+        assert (await ws.receive_json(timeout=10))["id"] == 1
+        assert await ws.receive_str(timeout=10) == held.frame
+
+
+async def test_a_notification_during_a_snapshot_is_superseded_by_the_next_one_asked(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a second subscribe waiting, a change held during the first snapshot is dropped:
+    the second snapshot's answer follows the first's directly."""
+    server = await start_server(time_scale=SLOW)
+    hub = server.app[HUB]
+    held = _HeldSnapshot(hub, _padded(100))
+    monkeypatch.setattr(hub, "snapshot", held)
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        await ws.send_json(_subscribe(1))
+        await asyncio.wait_for(held.building.wait(), 10)
+        (connection,) = hub.connections
+        await ws.send_json(_subscribe(2))
+        await until(lambda: connection._building == 2, what="the second subscribe waiting")
+        held.go.set()
+        answers = [await ws.receive_json(timeout=10) for _ in range(2)]
+    assert [answer.get("id") for answer in answers] == [1, 2]
+
+
+async def test_a_snapshot_holds_the_newest_limit_jobs_only(start_server: StartServer) -> None:
+    """`subscribe` with limit 2 over three jobs gets the newest two, and the total of three."""
+    server = await start_server(time_scale=SLOW)
+    ids = [(await server.store.submit("swap", f"job {n}")).id for n in range(3)]
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        params = {"limit": 2}
+        await ws.send_json(
+            {"jsonrpc": "2.0", "method": SocketMethod.SUBSCRIBE, "params": params, "id": 1}
+        )
+        snapshot = (await ws.receive_json(timeout=10))["result"]
+    assert [job["id"] for job in snapshot["jobs"]] == ids[:0:-1]
+    assert snapshot["total"] == 3
