@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -308,3 +309,14 @@ async def test_a_snapshot_holds_the_newest_limit_jobs_only(start_server: StartSe
         snapshot = (await ws.receive_json(timeout=10))["result"]
     assert [job["id"] for job in snapshot["jobs"]] == ids[:0:-1]
     assert snapshot["total"] == 3
+
+
+async def test_a_request_in_a_binary_frame_is_answered(start_server: StartServer) -> None:
+    """A binary frame holding a UTF-8 JSON request, the first one included, is answered."""
+    server = await start_server(token="s3cret")
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        auth = {"jsonrpc": "2.0", "method": SocketMethod.AUTH, "params": ["s3cret"], "id": 1}
+        await ws.send_bytes(json.dumps(auth).encode())
+        assert (await ws.receive_json(timeout=10))["result"] is True
+        await ws.send_bytes(b'{"jsonrpc": "2.0", "method": "types", "id": "\xc3\xa9"}')
+        assert (await ws.receive_json(timeout=10))["id"] == "é"
