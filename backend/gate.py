@@ -86,8 +86,8 @@ class Gate:
     def _host(self, request: web.Request) -> web.Response | None:
         if self.token is not None or self.any_host:
             return None  # a page cannot know the token: with one, the name does not matter
-        given = request.headers.get("Host")
-        found = _HOST.fullmatch(given or "")
+        given = request.headers.get(hdrs.HOST)
+        found = _HOST.fullmatch(given) if given else None  # no Host (HTTP/1.0) names nothing
         if found is not None and _bare(found["name"]) in self.hosts:
             return None
         return _refuse(
@@ -98,7 +98,7 @@ class Gate:
         )
 
     def _origin(self, request: web.Request) -> web.Response | None:
-        given = request.headers.get("Origin")
+        given = request.headers.get(hdrs.ORIGIN)
         if given is None or self.any_origin:
             return None  # not a browser, or every site allowed
         try:
@@ -115,7 +115,7 @@ class Gate:
 
     def _token(self, request: web.Request) -> web.Response | None:
         shown = self.token is None or same_secret(
-            request.headers.get("Authorization", ""), bearer(self.token)
+            request.headers.get(hdrs.AUTHORIZATION, ""), bearer(self.token)
         )
         request[TOKEN_SHOWN] = shown
         if shown or _upgrade(request) or _health(request):
@@ -129,13 +129,13 @@ class Gate:
                 )
             ),
             content_type=JSON_TYPE,
-            headers={"WWW-Authenticate": 'Bearer realm="taskrpc"'},
+            headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="taskrpc"'},
         )
 
     def _body(self, request: web.Request) -> web.Response | None:
         codings = [
             coding.strip().lower()
-            for header in request.headers.getall("Content-Encoding", ())
+            for header in request.headers.getall(hdrs.CONTENT_ENCODING, ())
             for coding in header.split(",")
         ]
         if any(coding not in ("identity", "") for coding in codings):
@@ -144,11 +144,11 @@ class Gate:
                 f"Content-Encoding {', '.join(codings)!r} is not accepted: "
                 "send the body uncompressed (or 'identity')",
             )
-        media = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        media = request.headers.get(hdrs.CONTENT_TYPE, "").split(";")[0].strip().lower()
         if request.method == "POST" and media != JSON_TYPE:
             return _refuse(
                 415,
-                f"Content-Type {request.headers.get('Content-Type')!r} is not accepted: "
+                f"Content-Type {request.headers.get(hdrs.CONTENT_TYPE)!r} is not accepted: "
                 "send 'Content-Type: application/json'",
             )
         length = request.content_length

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from backend.connections import connection_cap, raise_fd_limit
+from backend.connections import Gate, connection_cap, raise_fd_limit
 from tests.conftest import StartServer
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -159,3 +159,19 @@ async def test_out_of_file_descriptors_is_logged_at_most_once_a_second(
     lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     lines += [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
     assert 1 <= len(lines) <= 4, f"{len(lines)} lines about accept errors in 2.5 s"
+
+
+class _HalfOpen(asyncio.Protocol):
+    """A protocol that keeps its side open when the peer stops sending (answers True)."""
+
+    def eof_received(self) -> bool:
+        return True
+
+
+def test_the_inner_protocols_answer_to_eof_is_passed_on() -> None:
+    """A guarded connection answers end-of-file as the protocol it wraps does: asyncio keeps
+    the transport half-open only if that answer is True (aiohttp's own answers None)."""
+    for inner, answer in ((_HalfOpen, True), (asyncio.Protocol, None)):
+        guarded = Gate(inner, limit=1, head_timeout=1.0)()
+        assert isinstance(guarded, asyncio.Protocol)
+        assert guarded.eof_received() is answer

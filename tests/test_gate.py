@@ -5,6 +5,7 @@ Every attack here goes through a raw socket, so no client library tidies the req
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import struct
@@ -319,3 +320,112 @@ async def test_health_without_the_token_still_reports_a_dead_worker(
     await until(lambda: server.app[WORKER].done(), what="the worker to stop")
     status, body = await send(server, raw("GET", HEALTH_PATH, "Host: 127.0.0.1"))
     assert (status, body) == (503, {"status": "error"})
+
+
+async def exchange(server: Server, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """Send `request` on a fresh connection: the status, the headers (names in lower case)
+    and the body as JSON."""
+    reader, writer = await connect(server)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            fields = [line.split(": ", 1) for line in head[1:] if ": " in line]
+            headers = {name.lower(): value for name, value in fields}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+    finally:
+        await close(writer)
+    return int(head[0].split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["identity,identity", "identity, ", ",identity", "Identity ,, IDENTITY"]
+)
+async def test_a_content_encoding_list_of_identity_is_accepted(
+    server: Server, encoding: str
+) -> None:
+    """Content-Encoding is a comma-separated list with empty elements allowed (RFC 9110 5.6.1):
+    identity, once or more, is no encoding at all, so the body is served."""
+    headers = ["Host: 127.0.0.1", JSON, f"Content-Encoding: {encoding}"]
+    status, body = await send(server, raw("POST", RPC_PATH, *headers, body=SUBMIT))
+    assert status == 200, body
+    assert body["result"]["status"] == "queued"
+
+
+HOST_REFUSAL = (
+    "Host 'evil.example:80' is not one of this server's names: without a token it answers "
+    "only requests sent to localhost, 127.0.0.1, [::1] or its --host address; "
+    "start it with --allow-host NAME to allow another"
+)
+ORIGIN_REFUSAL = (
+    "Origin 'https://evil.example' is another web site: pages from it may not use this "
+    "server; start it with --allow-origin URL to let a browser app in"
+)
+ENCODING_REFUSAL = (
+    "Content-Encoding 'identity, gzip, br' is not accepted: "
+    "send the body uncompressed (or 'identity')"
+)
+TYPE_REFUSAL = (
+    "Content-Type 'Text/Plain; charset=utf-8' is not accepted: "
+    "send 'Content-Type: application/json'"
+)
+REFUSALS = [  # (token on the server, headers, status, the whole message)
+    (None, ["Host: evil.example:80", JSON], 403, HOST_REFUSAL),
+    (None, ["Host: localhost", EVIL_ORIGIN, JSON], 403, ORIGIN_REFUSAL),
+    (
+        None,
+        ["Host: localhost", JSON, "Content-Encoding: identity", "Content-Encoding: gzip,BR"],
+        415,
+        ENCODING_REFUSAL,
+    ),
+    (None, ["Host: localhost", "Content-Type: Text/Plain; charset=utf-8"], 415, TYPE_REFUSAL),
+]
+
+
+@pytest.mark.parametrize(("token", "headers", "expected", "message"), REFUSALS)
+async def test_each_refusal_is_typed_json_and_says_exactly_what_to_send(
+    start_server: StartServer, token: str | None, headers: list[str], expected: int, message: str
+) -> None:
+    """Each refusal of the gate: its status, application/json, and the whole message, which
+    quotes what was sent (every Content-Encoding header's codings, in order, comma-separated)."""
+    server = await start_server(token=token)
+    status, fields, body = await exchange(server, raw("POST", RPC_PATH, *headers, body=SUBMIT))
+    assert (status, fields["content-type"]) == (expected, "application/json")
+    assert body == {
+        "jsonrpc": "2.0",
+        "error": {"code": ErrorCode.INVALID_REQUEST, "message": message},
+        "id": None,
+    }
+    assert nothing_ran(server)
+
+
+@pytest.mark.parametrize("authorization", [[], [f"Authorization: Bearer {TOKEN}x"]])
+async def test_a_missing_or_wrong_token_is_a_typed_401_that_names_the_header(
+    start_server: StartServer, authorization: list[str]
+) -> None:
+    """Without the right `Authorization` (none, or a token with a character more)
+    the answer is 401, application/json, a WWW-Authenticate challenge, and the exact header
+    to send."""
+    server = await start_server(token=TOKEN)
+    headers = ["Host: 127.0.0.1", *authorization, JSON]
+    status, fields, body = await exchange(server, raw("POST", RPC_PATH, *headers, body=SUBMIT))
+    assert (status, fields["content-type"]) == (401, "application/json")
+    assert fields["www-authenticate"] == 'Bearer realm="taskrpc"'
+    assert body == {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": ErrorCode.UNAUTHORIZED,
+            "message": "missing or wrong token: send the header 'Authorization: Bearer <token>'",
+        },
+        "id": None,
+    }
+    assert nothing_ran(server)
+
+
+async def test_an_answer_to_a_served_call_is_typed_json(server: Server) -> None:
+    """A served call's answer is application/json, as every refusal is."""
+    headers = ["Host: 127.0.0.1", JSON]
+    status, fields, body = await exchange(server, raw("POST", RPC_PATH, *headers, body=SUBMIT))
+    assert (status, fields["content-type"]) == (200, "application/json")
+    assert body["result"]["status"] == "queued"

@@ -11,18 +11,27 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
 from backend import pgsql
+from backend.app import STORE
 from backend.jobs import JOB_TYPES
 from backend.journal import Refused
 from backend.pgstore import PgStore, _reason, is_postgres, redact
-from backend.protocol import AlreadyFinished, JobNotFound, JobStatus, StorageUnavailable
+from backend.protocol import (
+    HEALTH_PATH,
+    AlreadyFinished,
+    JobNotFound,
+    JobStatus,
+    StorageUnavailable,
+)
 from backend.store import Limits
 from backend.worker import Worker
-from tests.conftest import FAST, until
+from tests.conftest import FAST, servers, until
 from tests.pg import PASSWORD
 
 OpenStore = Callable[..., Awaitable[PgStore]]
@@ -501,3 +510,32 @@ async def test_a_runner_lock_held_by_another_program_names_no_runner(
         await holder.close()
     await until(lambda: store.role == "runner", what="the store to take the freed lock")
     assert store.runner == "only"
+
+
+async def test_health_on_postgresql_names_this_servers_role_and_the_runner(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """/healthz of a server on PostgreSQL: 200 "ok" while the database answers, with its
+    role and the runner's URL beside the queue."""
+    async with servers(tmp_path) as start:
+        server = await start(db=pg_url)
+        store = server.app[STORE]
+        assert isinstance(store, PgStore)
+        await until(lambda: store.runner == server.url, what="the server to name itself runner")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.url + HEALTH_PATH) as reply,
+        ):
+            health = await reply.json()
+        assert (reply.status, health) == (
+            200,
+            {
+                "status": "ok",
+                "queued": 0,
+                "running": False,
+                "running_id": None,
+                "waiting": 0,
+                "role": "runner",
+                "runner": server.url,
+            },
+        )

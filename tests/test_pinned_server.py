@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+import aiohttp
 import pytest
 
 from backend.jobs import JOB_TYPES, JobType
-from backend.protocol import JobStatus
+from backend.protocol import HEALTH_PATH, JobStatus
 from backend.store import Job, Limits, MemoryStore
 from backend.worker import OFFLOAD_ABOVE, Worker
 from tests.conftest import FAST, StartServer, until
@@ -180,6 +181,22 @@ async def test_a_body_of_exactly_max_body_bytes_is_accepted(start_server: StartS
     assert [t["name"] for t in body["result"]] == ["reverse", "swap", "repeat"]
     status, _ = await server.post(exact + b" ")
     assert status == 413
+
+
+async def test_health_names_the_running_job(start_server: StartServer) -> None:
+    """/healthz (with the token, here none is set) says a job runs, which one, and how many
+    wait behind it."""
+    server = await start_server(time_scale=SLOW)
+    first = (await server.call("submit", [3, "runs"]))["result"]["id"]
+    await until(lambda: server.store.running is not None, what="the first job to start")
+    await server.call("submit", [3, "waits"])
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.url + HEALTH_PATH) as reply,
+    ):
+        health = await reply.json()
+    assert (reply.status, health["status"]) == (200, "ok")
+    assert (health["running"], health["running_id"], health["queued"]) == (True, first, 1)
 
 
 class CancelledInTake(MemoryStore):
