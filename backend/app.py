@@ -161,13 +161,12 @@ async def health(request: web.Request) -> web.Response:
         details = {"worker": "stopped"} if shown else {}
         return web.json_response({"status": "error", **details}, status=503)
     store = request.app[STORE]
-    if isinstance(store, PgStore) and not store.available:  # a probe must see this too
-        details = {"storage": "unavailable", "role": store.role} if shown else {}
-        return web.json_response({"status": "error", **details}, status=503)
+    if not store.available:  # a shared database lost: a probe must see this too
+        lost = {"storage": "unavailable", **store.cluster()} if shown else {}
+        return web.json_response({"status": "error", **lost}, status=503)
     if not shown:
         return web.json_response({"status": "ok"})
     running = store.running
-    cluster = {"role": store.role, "runner": store.runner} if isinstance(store, PgStore) else {}
     return web.json_response(
         {
             "status": "ok",
@@ -175,7 +174,7 @@ async def health(request: web.Request) -> web.Response:
             "running": running is not None,
             "running_id": running.id if running is not None else None,
             "waiting": store.waiting,  # `wait` calls parked now, against --max-waiters
-            **cluster,
+            **store.cluster(),
         }
     )
 

@@ -232,6 +232,10 @@ class PgStore(JobViews):
         """False while the database cannot be reached: requests get -32009."""
         return self._available
 
+    def cluster(self) -> dict[str, str | None]:
+        """This server's role and the runner it sees, for /healthz."""
+        return {"role": self._role, "runner": self._runner}
+
     # -- asking ---------------------------------------------------------------------
 
     async def find(self, job_id: object) -> Job:

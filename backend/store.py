@@ -434,6 +434,15 @@ class Store(Protocol):
         """How many `wait` calls are in progress (at most `limits.max_waiters`)."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """False while a shared store's database cannot be reached (/healthz says 503)."""
+        ...
+
+    def cluster(self) -> dict[str, str | None]:
+        """What /healthz adds about the servers sharing the store: nothing for one alone."""
+        ...
+
     # -- asking
     def get(self, job_id: object) -> Job:
         """The job with this id, or `JobNotFound` (`InvalidParams` for a non-string)."""
@@ -673,6 +682,15 @@ class JobViews(abc.ABC):
         except TimeoutError:
             pass
         return job
+
+    @property
+    def available(self) -> bool:
+        """A store of this server's own is always there (a full disk refuses writes only)."""
+        return True
+
+    def cluster(self) -> dict[str, str | None]:
+        """Nothing to say about other servers: there are none."""
+        return {}
 
     def _check_available(self) -> None:
         """Raise the error that stops a read or a wait (a store whose storage is lost)."""

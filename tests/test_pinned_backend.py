@@ -24,6 +24,7 @@ from jsonrpcserver import Result, Success
 
 from backend import connections, pacing, ws
 from backend import journal as journal_module
+from backend.app import _report_crash
 from backend.collector import full_pass
 from backend.envelope import parse
 from backend.gate import MalformedRequests, same_secret
@@ -805,3 +806,31 @@ async def test_a_future_already_done_does_not_end_its_slice() -> None:
     woken: asyncio.Future[list[bool]] = loop.create_future()
     loop.call_soon(lambda: woken.set_result([f.done() for f in futures[1:]]))
     assert await woken == [True, True]
+
+
+async def test_only_a_worker_that_raised_is_reported_as_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's end is logged CRITICAL, with its exception, only when it raised: not when
+    it was cancelled (a normal stop) nor when it returned."""
+
+    async def crash() -> None:
+        raise RuntimeError("the store broke")
+
+    async def finish() -> None:
+        return None
+
+    caplog.set_level(logging.DEBUG, logger="taskrpc.app")
+    crashed, returned = asyncio.create_task(crash()), asyncio.create_task(finish())
+    cancelled = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.wait([crashed, returned, cancelled])
+    for task in (cancelled, returned):
+        _report_crash(task)  # asking a cancelled task for its exception would raise here
+    assert caplog.records == []
+    _report_crash(crashed)
+    (record,) = caplog.records
+    assert (record.levelno, record.getMessage()) == (logging.CRITICAL, "the worker stopped")
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "the store broke"
