@@ -106,7 +106,7 @@ class _Guarded(asyncio.Protocol):
         self._inner: Any = inner  # aiohttp's RequestHandler: a streaming asyncio.Protocol
         self._transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._tail = b""  # the last bytes before the head's end was seen (it may be split)
+        self._tail = b""  # the last bytes read while no head end was seen (it may be split)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -119,10 +119,9 @@ class _Guarded(asyncio.Protocol):
             seen = self._tail + data
             if _HEAD_END.search(seen):
                 self._timer.cancel()
-                self._timer = None
-                self._tail = b""
+                self._timer = None  # and so the tail is never read again: no need to clear it
             else:
-                self._tail = seen[-2:]
+                self._tail = seen[-2:]  # the longest head end (3 bytes) less one
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
