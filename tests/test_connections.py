@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import inspect
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from backend.connections import Gate, connection_cap, raise_fd_limit
+from backend import connections
+from backend.connections import Gate, connection_cap, quiet_accept_errors, raise_fd_limit
 from tests.conftest import StartServer
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -175,3 +181,182 @@ def test_the_inner_protocols_answer_to_eof_is_passed_on() -> None:
         guarded = Gate(inner, limit=1, head_timeout=1.0)()
         assert isinstance(guarded, asyncio.Protocol)
         assert guarded.eof_received() is answer
+
+
+async def test_the_server_listens_with_the_backlog_aiohttp_sites_use(
+    start_server: StartServer,
+) -> None:
+    """The gated site listens as aiohttp's TCPSite would: with its backlog, not asyncio's."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("needs `ss` (iproute2) to read a listening socket's backlog")
+    server = await start_server()
+    port = _port(server.url)
+    ss_run = await asyncio.create_subprocess_exec(
+        ss, "-ltnH", f"sport = :{port}", stdout=subprocess.PIPE
+    )
+    out, _ = await ss_run.communicate()
+    assert ss_run.returncode == 0
+    listing = out.decode().split()
+    backlog = inspect.signature(web.TCPSite).parameters["backlog"].default
+    create_server = inspect.signature(asyncio.get_running_loop().create_server)
+    assert backlog != create_server.parameters["backlog"].default  # else this test is blind
+    # A listening socket's line: State, Recv-Q (connections waiting), Send-Q (the backlog), ...
+    assert listing[0] == "LISTEN", listing
+    assert int(listing[2]) == backlog, listing
+
+
+class _Clock:
+    """Stands in for the `time` module that connections reads (the event loop keeps its own)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def idle_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A real event loop, not running: its exception handler is called directly."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+_EMFILE = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+def _accept_error(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio's accept loop reports when accept() fails for want of descriptors."""
+    loop.call_exception_handler({"message": connections._ACCEPT_ERROR, "exception": _EMFILE})
+
+
+def test_accept_errors_are_logged_once_a_second_with_how_many_were_not(
+    idle_loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first accept error is logged whatever the clock reads, then one a second at most,
+    each line counting those left out since the one before."""
+    clock = _Clock(0.0)
+    monkeypatch.setattr(connections, "time", clock)
+    caplog.set_level(logging.ERROR, "taskrpc.connections")
+    restore = quiet_accept_errors(idle_loop)
+    try:
+        for at in (0.0, 0.5, 0.9, 1.0, 1.5, 1.99, 2.0, 3.5):
+            clock.now = at
+            _accept_error(idle_loop)
+    finally:
+        restore()
+    line = "cannot accept connections: [Errno 24] Too many open files (%d more like it not logged)"
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("taskrpc.connections", logging.ERROR, line % 0),  # at 0.0
+        ("taskrpc.connections", logging.ERROR, line % 2),  # at 1.0: 0.5 and 0.9 left out
+        ("taskrpc.connections", logging.ERROR, line % 2),  # at 2.0: 1.5 and 1.99
+        ("taskrpc.connections", logging.ERROR, line % 0),  # at 3.5
+    ]
+
+
+def test_other_loop_errors_reach_the_handler_in_place_which_is_put_back(
+    idle_loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Only accept errors are thinned out: anything else goes to the handler set before, and
+    the function returned puts that handler back."""
+    seen: list[dict[str, Any]] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        seen.append(context)
+
+    idle_loop.set_exception_handler(handler)
+    restore = quiet_accept_errors(idle_loop)
+    assert idle_loop.get_exception_handler() is not handler
+    _accept_error(idle_loop)
+    idle_loop.call_exception_handler({"message": "something else"})
+    assert seen == [{"message": "something else"}]
+    restore()
+    assert idle_loop.get_exception_handler() is handler
+
+
+def test_without_a_handler_other_loop_errors_reach_asyncios_default(
+    idle_loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no handler set before, other errors are logged by asyncio as usual, and the function
+    returned leaves no handler."""
+    caplog.set_level(logging.ERROR)
+    restore = quiet_accept_errors(idle_loop)
+    idle_loop.call_exception_handler({"message": "something else"})
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("asyncio", "something else")]
+    restore()
+    assert idle_loop.get_exception_handler() is None
+
+
+class _Inner(asyncio.Protocol):
+    """Stands in for aiohttp's protocol behind the gate: keeps what reaches it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Transport(asyncio.Transport):
+    """Stands in for a socket's transport: records whether the gate closed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def _feed(chunks: list[bytes]) -> tuple[_Transport, _Inner, list[int]]:
+    """Give the chunks to a guarded connection whose head deadline is now, in one loop turn;
+    return its transport and inner protocol once the deadline has passed, and the length of
+    the tail kept after each chunk."""
+    inner = _Inner()
+    guarded = Gate(lambda: inner, limit=1, head_timeout=0.0)()
+    assert isinstance(guarded, connections._Guarded)
+    transport = _Transport()
+    guarded.connection_made(transport)  # the deadline's timer is due at once
+    tails = []
+    for chunk in chunks:
+        guarded.data_received(chunk)
+        tails.append(len(guarded._tail))
+    passed = asyncio.Event()  # due after the deadline, so it runs after the deadline's timer
+    asyncio.get_running_loop().call_later(0.001, passed.set)
+    await passed.wait()
+    return transport, inner, tails
+
+
+def _bytes(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+_LF_HEAD = b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n"
+_MIXED_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\n\r\n"
+
+
+@pytest.mark.parametrize("head", [HEAD, _LF_HEAD, _MIXED_HEAD])
+async def test_a_head_end_split_anywhere_ends_the_head_deadline(head: bytes) -> None:
+    """A head's end (CRLF, bare LF or both) split across chunks, even one byte at a time, is
+    seen: the connection outlives the head deadline, and every byte reaches aiohttp."""
+    splits = [[head[:at], head[at:]] for at in range(1, len(head))]
+    for chunks in [*splits, _bytes(head)]:
+        transport, inner, _ = await _feed(chunks)
+        assert not transport.closed, chunks
+        assert inner.data == head
+
+
+async def test_a_head_without_its_end_keeps_a_two_byte_tail_and_is_closed() -> None:
+    """Before the head's end, the gate keeps only the two bytes a split end needs (its longest
+    form, CRLF CRLF's last three, less one), however the head drips in; at the deadline the
+    connection is closed."""
+    unfinished = HEAD[:-1]
+    for chunks in ([unfinished[:10], unfinished[10:]], _bytes(unfinished)):
+        transport, inner, tails = await _feed(chunks)
+        assert transport.closed
+        assert inner.data == unfinished
+        assert tails == [min(2, sum(map(len, chunks[: i + 1]))) for i in range(len(chunks))]
