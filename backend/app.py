@@ -79,7 +79,7 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
     app.on_cleanup.append(put_back_handler)
     runner = web.AppRunner(
         app,
-        handle_signals=False,
+        # handle_signals stays False (aiohttp's default): serve() handles SIGINT and SIGTERM.
         handler_cancellation=True,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=SHUTDOWN_GRACE,
@@ -98,10 +98,14 @@ async def start(settings: Settings) -> tuple[web.AppRunner, str]:
     except BaseException:
         await runner.cleanup()
         raise
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{runner.addresses[0][1]}"
+    url = served_url(settings.host, runner.addresses[0][1])
     runner.app[STORE].serving(url)
     return runner, url
+
+
+def served_url(host: str, port: int) -> str:
+    """The URL a server listening on `host` and `port` serves (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def rpc(request: web.Request) -> web.Response:

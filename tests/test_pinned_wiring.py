@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from backend import ws
-from backend.app import API, SETTINGS, STORE, create_app, start
+from backend.app import API, SETTINGS, SHUTDOWN_GRACE, STORE, create_app, limits, served_url, start
 from backend.connections import Gate, GatedSite, _Guarded
 from backend.envelope import dumps
 from backend.gate import HTTP_LOG
@@ -111,6 +111,7 @@ async def test_start_configures_the_runner(started: tuple[web.AppRunner, str]) -
     assert server.handler_cancellation is True
     assert server._kwargs["keepalive_timeout"] == 4.5
     assert server._kwargs["access_log"] is logging.getLogger("aiohttp.access")
+    assert runner._shutdown_timeout == SHUTDOWN_GRACE  # in-flight requests' time to finish
     handler = server()  # what each new connection gets
     assert handler.logger is HTTP_LOG
     assert handler._keepalive_timeout == 4.5
@@ -440,3 +441,39 @@ def test_the_vacuum_gives_free_pages_back(tmp_path: Path) -> None:
         assert journal._deleted == 0
     finally:
         journal._release()
+
+
+def test_limits_carry_every_store_setting() -> None:
+    """Each setting the store obeys reaches it, not the store's own default."""
+    settings = Settings(
+        time_scale=0.5,
+        max_text_chars=11,
+        max_result_chars=66,
+        max_queued=7,
+        max_finished=9,
+        max_kept_chars=1234,
+        max_waiters=5,
+        max_queued_chars=77,
+        max_attempts=4,
+    )
+    assert limits(settings) == Limits(
+        time_scale=0.5,
+        max_text_chars=11,
+        max_result_chars=66,
+        max_queued=7,
+        max_finished=9,
+        max_kept_chars=1234,
+        max_waiters=5,
+        max_queued_chars=77,
+        max_attempts=4,
+    )
+    assert limits(settings) != limits(Settings())
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:8765"), ("::1", "http://[::1]:8765"), ("h", "http://h:8765")],
+)
+def test_the_served_url_brackets_an_ipv6_address(host: str, url: str) -> None:
+    """The start-up URL of an IPv6 address has it in brackets, as a URL needs."""
+    assert served_url(host, 8765) == url
