@@ -316,7 +316,8 @@ def _clean_run(self: isolation.ForkRunner, tests: Iterable[str]) -> int:
 
 
 class PerTestTimeout:
-    """A pytest plugin for the mutant runs: each test's timeout from its stats duration."""
+    """A pytest plugin for the mutant runs: each test's timeout from its stats duration, and
+    an end at the first failure without tearing down."""
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -325,6 +326,14 @@ class PerTestTimeout:
         for item in items:
             limit = TIMEOUT_FLOOR + TIMEOUT_FACTOR * durations.get(item.nodeid, 0.0)
             item.add_marker(pytest.mark.timeout(limit), append=False)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The first failure kills the mutant: leave the process now, as pytest's -x would
+        after tearing down. A mutant can make a fixture's teardown hang (a server that never
+        stops) until mutmut's own wall-clock limit, minutes later; this process is mutmut's
+        throw-away fork for one mutant, so nothing needs tearing down."""
+        if report.failed and os.getpid() != _MAIN_PID:
+            os._exit(1)  # pytest's own code for "tests failed": mutmut counts it killed
 
 
 def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
@@ -335,6 +344,7 @@ def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: It
         return int(self.execute_pytest(self._pytest_args_regular_run(tests), plugins=plugins))
 
 
+_MAIN_PID = os.getpid()  # mutmut's own process: never left early, whatever runs in it
 _original_stats_run = mutmut_main.run_stats_collection
 _original_collect_stats = isolation.ForkRunner.collect_stats
 _original_clean_run = isolation.ForkRunner.run_clean_tests
