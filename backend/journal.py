@@ -50,6 +50,9 @@ _NO_PAGE_LIMIT = 0xFFFFFFFE  # SQLite's largest max_page_count
 _FREE_PAGES = "PRAGMA freelist_count"  # SQL text lives out here: its case is no mutant
 _PAGES = "PRAGMA page_count"
 _VACUUM = "PRAGMA incremental_vacuum"
+_BEGIN = "BEGIN IMMEDIATE"  # the write lock at once: a commit never waits for it midway
+_COMMIT = "COMMIT"
+_ROLLBACK = "ROLLBACK"
 _STARTING = "-"  # the URL in the lock file until the server listens
 
 # Each version's step from the one before: _MIGRATIONS[n] turns version n into n + 1.
@@ -335,15 +338,15 @@ class Journal:
 
     def _migrate(self, connection: sqlite3.Connection, version: int) -> None:
         """Bring the file from `version` to SCHEMA_VERSION in one transaction."""
-        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(_BEGIN)
         try:
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            connection.execute("COMMIT")
+            connection.execute(_COMMIT)
         except BaseException:
-            connection.execute("ROLLBACK")
+            connection.execute(_ROLLBACK)
             raise
         if version:
             logger.info("migrated %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
@@ -487,15 +490,15 @@ class Journal:
         assert connection is not None
         first_seq = self.next_seq
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(_BEGIN)
             outcomes = [write.run(self) for write in batch]
-            connection.execute("COMMIT")
+            connection.execute(_COMMIT)
             self.commits += 1
         except Exception as exc:  # a full disk, or a bug: the thread must go on either way
             if not isinstance(exc, sqlite3.Error):
                 logger.exception("a write to %s failed", self.path)
             with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
+                connection.execute(_ROLLBACK)
             self.next_seq = first_seq
             self._tell(self._failed, batch, exc)
             return

@@ -28,9 +28,16 @@ from backend.app import API, SETTINGS, SHUTDOWN_GRACE, STORE, create_app, limits
 from backend.connections import Gate, GatedSite, _Guarded
 from backend.envelope import dumps
 from backend.gate import HTTP_LOG
-from backend.journal import VACUUM_PAGES, Journal, Shared, _append, _Group
+from backend.journal import MOST_ROWS, VACUUM_PAGES, Journal, Shared, _append, _Group
 from backend.journaled import JournaledStore, _all
-from backend.protocol import HEALTH_PATH, RPC_PATH, WS_PATH, ErrorCode, JobStatus
+from backend.protocol import (
+    HEALTH_PATH,
+    RPC_PATH,
+    WS_PATH,
+    ErrorCode,
+    JobStatus,
+    StorageUnavailable,
+)
 from backend.settings import Settings
 from backend.store import Limits, MemoryStore, iso, job_object
 
@@ -477,3 +484,66 @@ def test_limits_carry_every_store_setting() -> None:
 def test_the_served_url_brackets_an_ipv6_address(host: str, url: str) -> None:
     """The start-up URL of an IPv6 address has it in brackets, as a URL needs."""
     assert served_url(host, 8765) == url
+
+
+async def test_one_turns_joins_of_a_kind_are_one_write_until_another_write_comes(
+    tmp_path: Path,
+) -> None:
+    """Joins of one kind in one turn reach `work` together; a write of another kind between
+    them starts a new group (the order of writes holds)."""
+    seen: list[list[int]] = []
+
+    def work(journal: Journal, items: list[int]) -> None:
+        seen.append(list(items))
+
+    submits: Shared[int] = Shared(work, lambda items, out: None, lambda items: None)
+    others: Shared[int] = Shared(work, lambda items, out: None, lambda items: None)
+    journal = Journal(str(tmp_path / "groups.db"))
+    await asyncio.to_thread(journal.open)
+    journal.start()
+    try:
+        waits = [journal.join(submits, n) for n in range(4)]
+        waits += [journal.join(others, 10), journal.join(others, 11), journal.join(submits, 20)]
+        await asyncio.wait_for(asyncio.gather(*waits), 10)
+    finally:
+        await journal.stop()
+    assert seen == [[0, 1, 2, 3], [10, 11], [20]]
+
+
+async def test_a_write_that_never_reaches_the_disk_is_undone(tmp_path: Path) -> None:
+    """A write whose commit fails runs its `undo`, and its caller gets StorageUnavailable."""
+    journal = Journal(str(tmp_path / "undo.db"))
+    await asyncio.to_thread(journal.open)
+    journal.start()
+    undone: list[str] = []
+
+    def fill(journal: Journal) -> None:
+        assert journal.connection is not None
+        journal.connection.execute("INSERT INTO filler VALUES (zeroblob(100000))")
+
+    def create(journal: Journal) -> None:
+        assert journal.connection is not None
+        journal.connection.execute("CREATE TABLE filler (b BLOB)")
+
+    try:
+        await journal.write(create)
+        await journal.limit_pages(0)  # the disk is full from now on
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(journal.write(fill, undo=lambda: undone.append("undone")), 10)
+    finally:
+        await journal.stop()
+    assert undone == ["undone"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "columns", "rows"),
+    [(999, 7, 128), (100, 7, 8), (112, 7, 16), (7, 7, 1), (6, 7, 1), (32766, 1, MOST_ROWS)],
+)
+def test_a_statement_carries_the_largest_power_of_two_rows_that_fit(
+    tmp_path: Path, parameters: int, columns: int, rows: int
+) -> None:
+    """Rows per insert: the largest power of two whose parameters fit SQLite's limit (at
+    least one row), and never more than MOST_ROWS."""
+    journal = Journal(str(tmp_path / "rows.db"))
+    journal._max_parameters = parameters  # what open() reads from SQLite
+    assert journal.most_rows(columns) == rows
