@@ -213,3 +213,41 @@ async def test_the_worker_tries_a_change_the_disk_refuses_again_every_retry_seco
 def tries(caplog: pytest.LogCaptureFixture) -> list[float]:
     """When the worker said it would try a change again."""
     return [record.created for record in caplog.records if record.name == "taskrpc.worker"]
+
+
+async def test_a_cancel_committed_before_a_take_makes_it_start_the_next_job(
+    tmp_path: Path,
+) -> None:
+    """The head cancelled in the commit just before take() marks it running: take() passes
+    it and starts the job after it."""
+    store = await _journaled(tmp_path / "take-race.db")
+    try:
+        head, after = [await store.submit("swap", text) for text in ("head", "next")]
+        _, taken = await asyncio.gather(store.cancel(head.id), store.take())
+        assert taken is after
+        assert (head.status, after.status) == (JobStatus.CANCELLED, JobStatus.RUNNING)
+    finally:
+        store.close()
+        await store.shutdown()
+
+
+@pytest.mark.parametrize(("jobs", "rows"), [(1, 1), (2, 2), (3, 4), (5, 8), (8, 8)])
+async def test_a_batch_of_submits_is_one_insert_padded_to_a_power_of_two_rows(
+    tmp_path: Path, jobs: int, rows: int
+) -> None:
+    """Submits of one turn are one INSERT whose rows are the power of two at or above their
+    count (a few statement shapes to prepare, not one per batch size)."""
+    store = await _journaled(tmp_path / f"insert-{jobs}.db")
+    statements: list[str] = []
+    try:
+        connection = store._journal.connection
+        assert connection is not None
+        connection.set_trace_callback(statements.append)
+        await asyncio.gather(*(store.submit("swap", f"job {n}") for n in range(jobs)))
+        connection.set_trace_callback(None)
+    finally:
+        store.close()
+        await store.shutdown()
+    (insert,) = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    values = insert.partition("VALUES")[2].partition(") WHERE")[0]
+    assert values.count("), (") + 1 == rows, insert
