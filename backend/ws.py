@@ -101,7 +101,9 @@ class Hub:
                 "(--max-subscribers); try again later"
             )
             raise web.HTTPServiceUnavailable(text=_dumps(failure(busy)), content_type=JSON_TYPE)
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.max_message)
+        # aiohttp refuses a message of max_msg_size bytes itself; HTTP takes a body of exactly
+        # --max-body-bytes, and so does the socket.
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.max_message + 1)
         await ws.prepare(request)
         connection = Connection(self, ws, request.transport)
         self.connections.add(connection)

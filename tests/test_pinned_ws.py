@@ -320,3 +320,34 @@ async def test_a_request_in_a_binary_frame_is_answered(start_server: StartServer
         assert (await ws.receive_json(timeout=10))["result"] is True
         await ws.send_bytes(b'{"jsonrpc": "2.0", "method": "types", "id": "\xc3\xa9"}')
         assert (await ws.receive_json(timeout=10))["id"] == "é"
+
+
+async def test_a_closed_subscriber_leaves_the_hub(start_server: StartServer) -> None:
+    """A subscriber whose socket closes is no longer one the hub sends to."""
+    server = await start_server(time_scale=SLOW, db=MEMORY)
+    hub = server.app[HUB]
+    async with subscribed(server):
+        await until(lambda: len(hub.subscribers) == 1, what="the subscriber")
+    await until(lambda: not hub.subscribers, what="the closed subscriber to leave")
+
+
+async def test_a_message_over_max_body_bytes_closes_the_socket_as_too_big(
+    start_server: StartServer,
+) -> None:
+    """The socket takes messages up to --max-body-bytes, as HTTP does: one byte more closes
+    it with 1009 (message too big)."""
+    server = await start_server(time_scale=SLOW, db=MEMORY, max_body_bytes=2000)
+    call = {"jsonrpc": "2.0", "method": "types", "id": 1}
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + WS_PATH) as ws:
+        padded = json.dumps({**call, "pad": ""})[:-1]
+
+        def sized(size: int) -> str:  # the call, padded to exactly `size` bytes
+            return padded + "x" * (size - len(padded) - 1) + "}"
+
+        await ws.send_str(sized(2000))
+        answer = await ws.receive(timeout=10)
+        assert answer.type is aiohttp.WSMsgType.TEXT  # an answer (an error: "pad" is unknown)
+        await ws.send_str(sized(2001))
+        closing = await ws.receive(timeout=10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
