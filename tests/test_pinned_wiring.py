@@ -24,7 +24,18 @@ import pytest
 from aiohttp import web
 
 from backend import ws
-from backend.app import API, SETTINGS, SHUTDOWN_GRACE, STORE, create_app, limits, served_url, start
+from backend.app import (
+    API,
+    SETTINGS,
+    SHUTDOWN_GRACE,
+    STORE,
+    WORKER,
+    _worker,
+    create_app,
+    limits,
+    served_url,
+    start,
+)
 from backend.connections import Gate, GatedSite, _Guarded
 from backend.envelope import dumps
 from backend.gate import HTTP_LOG
@@ -122,6 +133,37 @@ async def test_start_configures_the_runner(started: tuple[web.AppRunner, str]) -
     handler = server()  # what each new connection gets
     assert handler.logger is HTTP_LOG
     assert handler._keepalive_timeout == 4.5
+
+
+async def test_the_worker_task_is_named(started: tuple[web.AppRunner, str]) -> None:
+    """The worker's task carries a name a person finds in a task dump (py-spy, aiomonitor,
+    asyncio's own warnings)."""
+    runner, _ = started
+    assert runner.app[WORKER].get_name() == "taskrpc-worker"
+
+
+async def test_a_cleanup_cancelled_while_the_worker_stops_stays_cancelled() -> None:
+    """The app's cleanup, cancelled while it waits for the worker to stop, still shuts the
+    store down and then ends cancelled: the cancellation is not swallowed with the worker's."""
+    shut: list[bool] = []
+
+    class Recorded(MemoryStore):
+        async def shutdown(self) -> None:
+            shut.append(True)
+            await super().shutdown()
+
+    app = web.Application()
+    app[STORE] = Recorded(Limits())
+    lifetime = _worker(app)
+    await anext(lifetime)  # started: the store open, the worker running
+    cleanup = asyncio.create_task(anext(lifetime, None))
+    await asyncio.sleep(0)  # the cleanup has cancelled the worker and waits for it
+    assert not app[WORKER].done()
+    cleanup.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cleanup
+    assert app[WORKER].cancelled()
+    assert shut == [True]
 
 
 async def test_start_listens_through_the_gate(started: tuple[web.AppRunner, str]) -> None:

@@ -20,7 +20,11 @@ mutmut 3.8.1 (`make mutate` runs this instead of `mutmut run`; the arguments are
   makes a test hang costs seconds. A test stopped there fails, so the mutant counts as
   killed, which is right only if the clean code never gets near the limit: the floor covers
   fixture setup (the recorded duration is the test's call only) and a loaded machine.
-  The clean runs (coverage, stats, clean) keep the suite's own timeout.
+  It ends the process (a thread's timer), as a test that spins the event loop would not
+  let a raised timeout through. The clean runs (coverage, stats, clean) keep the suite's
+  own timeout.
+- **A mutant's run ends at its first failing test**, without tearing down: its process is
+  mutmut's throw-away fork.
 
 Each step's wall time is printed at the end and written to `mutants/timings.txt`.
 
@@ -321,11 +325,15 @@ class PerTestTimeout:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Mark each test with its own timeout, ahead of any other timeout marker."""
+        """Mark each test with its own timeout, ahead of any other timeout marker. The
+        timeout ends the process (pytest-timeout's thread method, exit 1) rather than raising
+        in the test (its signal method): a mutant that spins the event loop runs the raised
+        exception through asyncio's handler for callbacks, which logs it and spins on, until
+        mutmut's CPU limit 89 s later (`_Pacer.may_start` 2 to 4)."""
         durations = state().duration_by_test
         for item in items:
             limit = TIMEOUT_FLOOR + TIMEOUT_FACTOR * durations.get(item.nodeid, 0.0)
-            item.add_marker(pytest.mark.timeout(limit), append=False)
+            item.add_marker(pytest.mark.timeout(limit, method="thread"), append=False)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """The first failure kills the mutant: leave the process now, as pytest's -x would
