@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.journal import SCHEMA_VERSION, SWITCH_INTERVAL, Refused, default_path
+from backend.journal import SCHEMA_VERSION, SWITCH_INTERVAL, Refused, default_path, resolve
 from backend.journaled import JournaledStore
 from backend.protocol import ErrorCode, JobStatus, StorageUnavailable
 from backend.settings import Settings
@@ -291,6 +291,15 @@ def test_default_path_follows_xdg() -> None:
     )
     assert Settings.from_args([], environ={}).db is None
     assert Settings.from_args([], environ={"TASKRPC_DB": ":memory:"}).db == ":memory:"
+
+
+def test_resolve_gives_the_default_path_only_when_no_db_is_named() -> None:
+    """The server's database: the one named, else the default path (the in-process half of
+    the subprocess test below, which the mutation run leaves out)."""
+    environ = {"XDG_STATE_HOME": "/s", "HOME": "/h"}
+    assert resolve(None, environ) == "/s/taskrpc/taskrpc.db"
+    assert resolve("/x/jobs.db", environ) == "/x/jobs.db"
+    assert resolve(":memory:", environ) == ":memory:"
 
 
 def test_default_path_is_used_when_neither_is_set(tmp_path: Path) -> None:
