@@ -589,3 +589,72 @@ def test_a_statement_carries_the_largest_power_of_two_rows_that_fit(
     journal = Journal(str(tmp_path / "rows.db"))
     journal._max_parameters = parameters  # what open() reads from SQLite
     assert journal.most_rows(columns) == rows
+
+
+async def test_a_reopened_store_has_the_books_it_stopped_with(tmp_path: Path) -> None:
+    """Reopened, a journal's store counts each status, the queued text and the kept results
+    as they were; finished jobs are oldest first by the time they finished (not by id); a
+    run interrupted max_attempts times has failed at the reopening's time."""
+    path, clock = str(tmp_path / "j.db"), _Clock(5000.0)
+    store = JournaledStore(path, Limits(time_scale=1000.0), clock=clock)
+    await store.open()
+    done, interrupted, cancelled, queued, last = [
+        await store.submit(kind, text)
+        for kind, text in [
+            ("reverse", "abc"),
+            ("swap", "defg"),
+            ("repeat", "hi"),
+            ("reverse", "jklmn"),
+            ("swap", "op"),
+        ]
+    ]
+    clock.now = 5001.0
+    await store.cancel(cancelled.id)  # finished before the job ahead of it
+    assert await store.take() is done
+    clock.now = 5002.0
+    await store.finish(done, JobStatus.DONE, result="cba")
+    assert await store.take() is interrupted
+    store.close()
+    await store.shutdown()  # the running job goes back to the head of the queue
+
+    clock.now = 5003.0
+    again = JournaledStore(path, Limits(time_scale=1000.0, max_attempts=1), clock=clock)
+    await again.open()
+    try:
+        assert again.counts() == {"queued": 2, "running": 0, "done": 1, "failed": 1, "cancelled": 1}
+        assert again.get(interrupted.id).status is JobStatus.FAILED
+        assert again.get(interrupted.id).finished_at == 5003.0
+        assert again._queued_chars == len("jklmn") + len("op")
+        assert again._kept_chars == len("cba")
+        finished = [again._by_key[key].id for key in again._finished]
+        assert finished == [cancelled.id, done.id, interrupted.id]
+        assert [again.get(job.id).status for job in (queued, last)] == [JobStatus.QUEUED] * 2
+    finally:
+        again.close()
+        await again.shutdown()
+
+
+async def test_a_running_job_past_its_time_adds_nothing_to_the_estimates() -> None:
+    """The job behind a running one finishes, by the estimate, when the running job's time
+    is up plus its own delay: none of it once the running job has overrun."""
+    clock = _Clock(100.0)
+    store = MemoryStore(Limits(time_scale=1.0), clock=clock)
+    running = await store.submit("reverse", "ab")  # 2 s
+    behind = await store.submit("reverse", "cd")
+    assert await store.take() is running
+    clock.now = 101.5
+    assert store.estimated_finish(behind) == 101.5 + 0.5 + 2.0
+    clock.now = 103.0  # 1 s over its time: a slow transform
+    assert store.estimated_finish(behind) == 103.0 + 2.0
+    assert store.position(behind) == 1
+
+
+async def test_the_journal_thread_is_named_and_never_holds_the_process(
+    journaled: tuple[JournaledStore, _Clock],
+) -> None:
+    """The writer thread carries a name a person finds in a thread dump, and is a daemon: a
+    disk that never answers cannot keep the process from exiting."""
+    store, _ = journaled
+    thread = store.journal._thread
+    assert thread is not None
+    assert (thread.name, thread.daemon) == ("taskrpc-journal", True)
