@@ -42,6 +42,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -319,9 +320,41 @@ def _clean_run(self: isolation.ForkRunner, tests: Iterable[str]) -> int:
     return _original_clean_run(self, tests)
 
 
+KILLERS = Path("mutants/killers.txt").absolute()  # "function<TAB>test" per kill, this run's
+
+
+def _function(mutant_name: str) -> str:
+    """The function a mutant mutates: `backend.jobs.x_swap__mutmut_3` -> `backend.jobs.x_swap`."""
+    return mutant_name.rpartition("__mutmut_")[0]
+
+
+def _killers(function: str) -> list[str]:
+    """The tests that killed mutants of `function` so far in this run, most kills first."""
+    try:
+        lines = KILLERS.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    kills = Counter(
+        test for name, _, test in (line.partition("\t") for line in lines) if name == function
+    )
+    return [test for test, _ in kills.most_common()]
+
+
+def _ordered(mutant_name: str, tests: list[str]) -> list[str]:
+    """`tests` (mutmut's order: fastest first), the killers of the function's other mutants
+    first: a function's mutants are mostly killed by the same few tests, which mutmut's
+    order often reaches only after hundreds that pass."""
+    covering = set(tests)
+    first = [test for test in _killers(_function(mutant_name)) if test in covering]
+    return first + [test for test in tests if test not in set(first)]
+
+
 class PerTestTimeout:
     """A pytest plugin for the mutant runs: each test's timeout from its stats duration, and
     an end at the first failure without tearing down."""
+
+    def __init__(self, mutant_name: str) -> None:
+        self.function = _function(mutant_name)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -341,13 +374,20 @@ class PerTestTimeout:
         stops) until mutmut's own wall-clock limit, minutes later; this process is mutmut's
         throw-away fork for one mutant, so nothing needs tearing down."""
         if report.failed and os.getpid() != _MAIN_PID:
+            test = report.nodeid.removeprefix("mutants/")
+            with KILLERS.open("a", encoding="utf-8") as killers:  # one short append: atomic
+                killers.write(f"{self.function}\t{test}\n")
             os._exit(1)  # pytest's own code for "tests failed": mutmut counts it killed
 
 
 def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
     """mutmut's test run (a mutant's, the clean one, the forced failure), with the per-test
     timeout when a mutant is under test."""
-    plugins = [PerTestTimeout()] if mutant_name else []
+    plugins: list[object] = []
+    tests = list(tests)
+    if mutant_name:
+        plugins.append(PerTestTimeout(mutant_name))
+        tests = _ordered(mutant_name, tests)
     with change_cwd("mutants"):
         return int(self.execute_pytest(self._pytest_args_regular_run(tests), plugins=plugins))
 
