@@ -213,6 +213,15 @@ def test_a_token_file_is_read_up_to_4096_characters(tmp_path: Path) -> None:
     assert Settings(token_file=str(secret)).token == "t" * 4096
 
 
+def test_a_token_given_twice_names_both_ways_to_give_it(tmp_path: Path) -> None:
+    """A token and a token file that disagree: the message names the options and the variable."""
+    secret = tmp_path / "token"
+    secret.write_text("from-the-file\n")
+    assert problem(token="other", token_file=str(secret)) == (
+        "give the token once: --token (TASKRPC_TOKEN) or --token-file, not both"
+    )
+
+
 def test_an_unreadable_token_file_says_why(tmp_path: Path) -> None:
     """A missing token file names the file and the system's reason; bad UTF-8 says so too."""
     missing = tmp_path / "missing"

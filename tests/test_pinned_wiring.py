@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +52,7 @@ from backend.protocol import (
 )
 from backend.settings import Settings
 from backend.store import Limits, MemoryStore, iso, job_object
+from tests.conftest import until
 
 # Every value differs from its default, so a setting dropped on its way shows.
 WIRED = Settings(
@@ -658,3 +660,25 @@ async def test_the_journal_thread_is_named_and_never_holds_the_process(
     thread = store.journal._thread
     assert thread is not None
     assert (thread.name, thread.daemon) == ("taskrpc-journal", True)
+
+
+async def test_stop_commits_the_writes_handed_over_with_it(tmp_path: Path) -> None:
+    """Writes that reach the thread together with the stop are committed before it ends."""
+    journal = Journal(str(tmp_path / "stopping.db"))
+    await asyncio.to_thread(journal.open)
+    journal.start()
+    inside, busy, ran = threading.Event(), threading.Event(), []
+
+    def hold(journal: Journal) -> bool:  # holds the thread in a commit
+        inside.set()
+        return busy.wait(DEADLINE)
+
+    first = journal.write(hold)
+    await until(inside.is_set, what="the thread in the first commit")
+    last = journal.write(lambda journal: ran.append("last"))
+    stopping = asyncio.create_task(journal.stop())  # hands `last` over, then the stop
+    await until(lambda: journal._writes.qsize() == 2, what="the last write and the stop queued")
+    busy.set()
+    await stopping
+    assert ran == ["last"]
+    await asyncio.gather(first, last)  # both committed: neither failed
