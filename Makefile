@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test lint bench bench-peers mutate clean
+.PHONY: install run serve test lint bench bench-peers mutate mutate-killers clean
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ NICE ?= nice -n 19
 mutate: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(NICE) $(BIN)/python tools/mutate.py --max-children $(CHILDREN) $(MUTANTS)
 	$(BIN)/python tools/mutation_report.py
+
+# After a full `make mutate`: its killers become the tests each function's mutants try first
+# in later runs, a fresh clone's included (tools/killers.txt; TESTING.md).
+mutate-killers: $(STAMP)
+	$(BIN)/python tools/mutate.py --save-killers
 
 clean:
 	rm -rf .venv-peers $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis mutants

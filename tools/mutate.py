@@ -29,6 +29,7 @@ mutmut 3.8.1 (`make mutate` runs this instead of `mutmut run`; the arguments are
 Each step's wall time is printed at the end and written to `mutants/timings.txt`.
 
 Usage: python tools/mutate.py [--max-children N] [MUTANT_NAME_PATTERN...]
+       python tools/mutate.py --save-killers   (tools/killers.txt from the last run's kills)
 """
 
 from __future__ import annotations
@@ -321,6 +322,10 @@ def _clean_run(self: isolation.ForkRunner, tests: Iterable[str]) -> int:
 
 
 KILLERS = Path("mutants/killers.txt").absolute()  # "function<TAB>test" per kill, this run's
+# The killers of earlier runs, a few per function (`make mutate-killers` rewrites it from the
+# last run's): a fresh clone's first mutants of each function start with them too.
+SEEDS = Path(__file__).with_name("killers.txt")
+SEEDS_PER_FUNCTION = 3
 
 
 def _function(mutant_name: str) -> str:
@@ -328,16 +333,36 @@ def _function(mutant_name: str) -> str:
     return mutant_name.rpartition("__mutmut_")[0]
 
 
-def _killers(function: str) -> list[str]:
-    """The tests that killed mutants of `function` so far in this run, most kills first."""
+def _kills(path: Path) -> list[tuple[str, str]]:
+    """(function, test) for each kill a killers file records."""
     try:
-        lines = KILLERS.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    kills = Counter(
-        test for name, _, test in (line.partition("\t") for line in lines) if name == function
-    )
-    return [test for test, _ in kills.most_common()]
+    return [(name, test) for name, _, test in (line.partition("\t") for line in lines) if test]
+
+
+def _killers(function: str) -> list[str]:
+    """The tests that killed mutants of `function`, most kills first: this run's, then the
+    earlier runs' (the seeds)."""
+    kills = Counter(test for name, test in _kills(KILLERS) if name == function)
+    seeds = [test for name, test in _kills(SEEDS) if name == function and test not in kills]
+    return [test for test, _ in kills.most_common()] + seeds
+
+
+def save_killers() -> int:
+    """Rewrite the seeds from the last run's kills: the most killing tests of each function."""
+    by_function: dict[str, Counter[str]] = {}
+    for name, test in _kills(KILLERS):
+        by_function.setdefault(name, Counter())[test] += 1
+    lines = [
+        f"{name}\t{test}\n"
+        for name in sorted(by_function)
+        for test, _ in by_function[name].most_common(SEEDS_PER_FUNCTION)
+    ]
+    SEEDS.write_text("".join(lines), encoding="utf-8")
+    print(f"{len(lines)} killers of {len(by_function)} functions written to {SEEDS}")
+    return 0
 
 
 def _ordered(mutant_name: str, tests: list[str]) -> list[str]:
@@ -423,6 +448,8 @@ def report(total: float) -> str:
 def main(argv: list[str]) -> int:
     """Run mutmut's `run` command with the changes installed; print the step times."""
     global WORKERS
+    if argv == ["--save-killers"]:
+        return save_killers()
     if "--max-children" in argv:
         WORKERS = max(1, int(argv[argv.index("--max-children") + 1]))
     # A process started in the background by a shell without job control ignores SIGINT,
