@@ -136,6 +136,30 @@ def test_the_fd_limit_is_raised_to_the_hard_one() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_a_refused_raise_keeps_the_soft_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the kernel refuses the hard limit, the soft one stays in force, is returned, and
+    the refusal is logged (the refusal is a stand-in: a test cannot make the kernel refuse)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard fd limit here")
+    lowered = min(soft, hard - 1)
+    set_limit = resource.setrlimit
+    set_limit(resource.RLIMIT_NOFILE, (lowered, hard))
+
+    def refuse(which: int, limits: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    try:
+        with caplog.at_level(logging.WARNING, logger=connections.logger.name):
+            assert raise_fd_limit() == lowered
+        assert f"cannot raise the file-descriptor limit from {lowered}: not allowed" in caplog.text
+    finally:
+        set_limit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_the_cap_leaves_descriptors_to_spare(caplog: pytest.LogCaptureFixture) -> None:
     """Connections are capped FD_RESERVE below the fd limit, at one at least, and the lowering
     is logged only when it happens."""

@@ -682,3 +682,20 @@ async def test_stop_commits_the_writes_handed_over_with_it(tmp_path: Path) -> No
     await stopping
     assert ran == ["last"]
     await asyncio.gather(first, last)  # both committed: neither failed
+
+
+@pytest.mark.parametrize("running", [False, True])
+async def test_shutdown_says_how_many_jobs_will_resume(
+    journaled: tuple[JournaledStore, _Clock], caplog: pytest.LogCaptureFixture, running: bool
+) -> None:
+    """The stop's warning counts the queued jobs and the running one put back, if any."""
+    store, _ = journaled
+    for _ in range(3):
+        await store.submit("reverse", "ab")
+    if running:
+        await store.take()
+    store.close()
+    with caplog.at_level(logging.WARNING, logger="taskrpc.store"):
+        await store.shutdown()
+    said = "2 queued and 1 interrupted job" if running else "3 queued and 0 interrupted jobs"
+    assert caplog.messages == [f"{said} will resume at the next start"]
