@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -699,3 +700,12 @@ async def test_shutdown_says_how_many_jobs_will_resume(
         await store.shutdown()
     said = "2 queued and 1 interrupted job" if running else "3 queued and 0 interrupted jobs"
     assert caplog.messages == [f"{said} will resume at the next start"]
+
+
+async def test_the_lock_file_is_the_owners_alone(
+    journaled: tuple[JournaledStore, _Clock], tmp_path: Path
+) -> None:
+    """The lock file beside the database (it names the server's pid and URL) is mode 0600,
+    as the database is."""
+    lock = tmp_path / "j.db.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
