@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +54,7 @@ from backend.protocol import (
 )
 from backend.settings import Settings
 from backend.store import Limits, MemoryStore, iso, job_object
+from backend.worker import _interrupted
 from tests.conftest import until
 
 # Every value differs from its default, so a setting dropped on its way shows.
@@ -709,3 +711,11 @@ async def test_the_lock_file_is_the_owners_alone(
     as the database is."""
     lock = tmp_path / "j.db.lock"
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+async def test_a_short_job_sleeps_instead_of_spinning() -> None:
+    """A job's wait sleeps on timers up to a millisecond before its end, however short the
+    job: it does not spin the loop (a short wait burning CPU for its whole length)."""
+    started = time.process_time()
+    assert await _interrupted(asyncio.Event(), 0.3) is False
+    assert time.process_time() - started < 0.1  # spinning would take ~0.3 s of CPU
