@@ -371,7 +371,8 @@ def _ordered(mutant_name: str, tests: list[str]) -> list[str]:
     order often reaches only after hundreds that pass."""
     covering = set(tests)
     first = [test for test in _killers(_function(mutant_name)) if test in covering]
-    return first + [test for test in tests if test not in set(first)]
+    chosen = set(first)
+    return first + [test for test in tests if test not in chosen]
 
 
 class PerTestTimeout:
