@@ -122,42 +122,45 @@ async def test_an_idle_keep_alive_connection_is_closed(start_server: StartServer
         assert time.monotonic() - started >= 0.2
 
 
-def test_the_fd_limit_is_raised_to_the_hard_one() -> None:
-    """A soft fd limit below the hard one is raised to it (the test lowers it first: a server
-    started earlier in this process has raised it already)."""
+@pytest.fixture
+def lowered_soft_limit() -> Iterator[tuple[int, int]]:
+    """The soft fd limit set one below the hard one for the test, then put back: a server
+    started earlier in this process has raised it already. Yields (soft, hard)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no hard fd limit here: the soft limit is raised to 'unlimited'")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard - 1), hard))
+    set_limit = resource.setrlimit  # the real one, whatever a test patches
+    lowered = min(soft, hard - 1)
+    set_limit(resource.RLIMIT_NOFILE, (lowered, hard))
     try:
-        assert raise_fd_limit() == hard
-        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        yield lowered, hard
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        set_limit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_fd_limit_is_raised_to_the_hard_one(lowered_soft_limit: tuple[int, int]) -> None:
+    """A soft fd limit below the hard one is raised to it."""
+    _, hard = lowered_soft_limit
+    assert raise_fd_limit() == hard
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
 
 
 def test_a_refused_raise_keeps_the_soft_limit(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    lowered_soft_limit: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """When the kernel refuses the hard limit, the soft one stays in force, is returned, and
     the refusal is logged (the refusal is a stand-in: a test cannot make the kernel refuse)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        pytest.skip("no hard fd limit here")
-    lowered = min(soft, hard - 1)
-    set_limit = resource.setrlimit
-    set_limit(resource.RLIMIT_NOFILE, (lowered, hard))
+    lowered, _ = lowered_soft_limit
 
     def refuse(which: int, limits: tuple[int, int]) -> None:
         raise ValueError("not allowed")
 
     monkeypatch.setattr(resource, "setrlimit", refuse)
-    try:
-        with caplog.at_level(logging.WARNING, logger=connections.logger.name):
-            assert raise_fd_limit() == lowered
-        assert f"cannot raise the file-descriptor limit from {lowered}: not allowed" in caplog.text
-    finally:
-        set_limit(resource.RLIMIT_NOFILE, (soft, hard))
+    with caplog.at_level(logging.WARNING, logger=connections.logger.name):
+        assert raise_fd_limit() == lowered
+    assert f"cannot raise the file-descriptor limit from {lowered}: not allowed" in caplog.text
 
 
 def test_the_cap_leaves_descriptors_to_spare(caplog: pytest.LogCaptureFixture) -> None:
