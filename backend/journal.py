@@ -53,6 +53,13 @@ _VACUUM = "PRAGMA incremental_vacuum"
 _BEGIN = "BEGIN IMMEDIATE"  # the write lock at once: a commit never waits for it midway
 _COMMIT = "COMMIT"
 _ROLLBACK = "ROLLBACK"
+_READ_APPLICATION_ID = "PRAGMA application_id"
+_READ_VERSION = "PRAGMA user_version"
+_INCREMENTAL_VACUUM = "PRAGMA auto_vacuum = INCREMENTAL"  # before the first table
+_MARK_OURS = f"PRAGMA application_id = {APPLICATION_ID}"
+_WAL = "PRAGMA journal_mode = WAL"
+_SYNCHRONOUS = "PRAGMA synchronous = FULL"  # a commit is on disk when it returns
+_READ_LAST_SEQ = "SELECT seq FROM sqlite_sequence WHERE name = 'jobs'"
 _STARTING = "-"  # the URL in the lock file until the server listens
 
 # Each version's step from the one before: _MIGRATIONS[n] turns version n into n + 1.
@@ -104,6 +111,7 @@ COLUMNS = (
     "seq, id, type, data, delay, status, submitted_at, started_at, finished_at, result, error, "
     "attempts"
 )
+_READ_JOBS = f"SELECT {COLUMNS} FROM jobs ORDER BY seq"
 T = TypeVar("T")
 Row = tuple[int, str, str, str, float, str, float, float | None, float | None, str | None,
             str | None, int]  # fmt: skip
@@ -296,8 +304,9 @@ class Journal:
         """Write this process's pid and URL into the lock file, for a second server to name."""
         if self._lock_fd is None:
             return
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()} {url}\n".encode(), 0)
+        line = f"{os.getpid()} {url}\n".encode()
+        os.pwrite(self._lock_fd, line, 0)  # then cut what is left of a longer line: a reader
+        os.ftruncate(self._lock_fd, len(line))  # never finds the file empty
 
     def _check_and_read(self, path: Path) -> list[Row]:
         with path.open("rb") as file:
@@ -310,8 +319,8 @@ class Journal:
         connection = self.connection = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False
         )
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        application_id = connection.execute(_READ_APPLICATION_ID).fetchone()[0]
+        version = connection.execute(_READ_VERSION).fetchone()[0]
         new = not header
         if not new and application_id != APPLICATION_ID:
             raise Refused(
@@ -324,15 +333,15 @@ class Journal:
                 f"knows {SCHEMA_VERSION}); upgrade taskrpc, or start with --db another path"
             )
         if new:
-            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
-            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(_INCREMENTAL_VACUUM)
+            connection.execute(_MARK_OURS)
         self._max_parameters = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(_WAL)
+        connection.execute(_SYNCHRONOUS)
         if version < SCHEMA_VERSION:
             self._migrate(connection, version)
-        rows: list[Row] = connection.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY seq").fetchall()
-        last = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+        rows: list[Row] = connection.execute(_READ_JOBS).fetchall()
+        last = connection.execute(_READ_LAST_SEQ).fetchone()
         self.next_seq = 0 if last is None else last[0] + 1
         return rows
 

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from backend.journal import SCHEMA_VERSION, SWITCH_INTERVAL, Refused, default_path, resolve
+from backend.journal import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    SWITCH_INTERVAL,
+    Refused,
+    default_path,
+    resolve,
+)
 from backend.journaled import JournaledStore
 from backend.protocol import ErrorCode, JobStatus, StorageUnavailable
 from backend.settings import Settings
@@ -157,6 +164,31 @@ def test_a_second_server_on_the_file_is_refused(tmp_path: Path) -> None:
     assert "--db :memory:" in done.stderr
 
 
+def lock_line(path: Path) -> str:
+    """What the lock file beside the database says."""
+    return Path(f"{path}.lock").read_text(encoding="utf-8")
+
+
+async def test_the_refusal_names_the_holder_while_it_starts_and_once_it_listens(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """The lock file says the holder's pid, and its URL once it listens: a second opening
+    of the file in this process is refused with both, exactly."""
+    path = tmp_path / "jobs.db"
+    first = await open_store(opened, path)
+    with pytest.raises(Refused) as starting:
+        await open_store(opened, path)
+    assert f"(pid {os.getpid()}, still starting); connect to it with --url," in str(starting.value)
+    first.journal.announce("http://127.0.0.1:8123")
+    with pytest.raises(Refused) as listening:
+        await open_store(opened, path)
+    assert f"(pid {os.getpid()}, at http://127.0.0.1:8123); " in str(listening.value)
+    assert "connect to it with --url http://127.0.0.1:8123, or" in str(listening.value)
+    assert lock_line(path) == f"{os.getpid()} http://127.0.0.1:8123\n"
+    first.journal.announce("http://[::1]:1")  # shorter: nothing of the longer line is left
+    assert lock_line(path) == f"{os.getpid()} http://[::1]:1\n"
+
+
 # -- bad files --------------------------------------------------------------------------------
 
 
@@ -247,6 +279,21 @@ async def test_the_previous_schema_is_migrated_in_place(
     assert (await store.take()).id == "cccccccccccccccc"
     assert store.get("cccccccccccccccc").attempts == 1
     assert (await store.submit("swap", "new")).seq == 5
+
+
+async def test_a_new_file_is_ours_in_wal_mode_and_commits_are_synchronous(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A new file is marked as taskrpc's, vacuums incrementally and keeps a write-ahead log;
+    the journal's own connection syncs every commit to disk (FULL)."""
+    path = tmp_path / "new.db"
+    store = await open_store(opened, path)
+    assert rows(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert rows(path, "PRAGMA auto_vacuum") == [(2,)]  # 2: incremental
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    connection = store.journal.connection
+    assert connection is not None
+    assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # 2: FULL
 
 
 # -- a full disk ------------------------------------------------------------------------------
