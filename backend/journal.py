@@ -60,6 +60,7 @@ _MARK_OURS = f"PRAGMA application_id = {APPLICATION_ID}"
 _WAL = "PRAGMA journal_mode = WAL"
 _SYNCHRONOUS = "PRAGMA synchronous = FULL"  # a commit is on disk when it returns
 _READ_LAST_SEQ = "SELECT seq FROM sqlite_sequence WHERE name = 'jobs'"
+STOPPING = "storage unavailable: the server is stopping"  # a write after the stop
 _STARTING = "-"  # the URL in the lock file until the server listens
 
 # Each version's step from the one before: _MIGRATIONS[n] turns version n into n + 1.
@@ -385,7 +386,7 @@ class Journal:
         if self.stopped:
             if undo is not None:
                 undo()
-            future.set_exception(StorageUnavailable("storage unavailable: the server is stopping"))
+            future.set_exception(StorageUnavailable(STOPPING))
             return future
         self._hand(_Write(work, apply, future, undo))
         return future
@@ -399,7 +400,7 @@ class Journal:
         future: asyncio.Future[None] = self._loop.create_future()
         if self.stopped:
             kind.undo([item])
-            future.set_exception(StorageUnavailable("storage unavailable: the server is stopping"))
+            future.set_exception(StorageUnavailable(STOPPING))
             return future
         group = self._group
         if group is None or group.kind is not kind:

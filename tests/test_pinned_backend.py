@@ -690,6 +690,27 @@ async def test_cancelled_jobs_the_worker_passed_are_dropped_in_bulk_and_only_the
     assert await holes_left(1024, 2048) == 3072
 
 
+async def test_passed_seqs_leave_their_lane_in_bulk_once_32_are_half_of_it() -> None:
+    """The seqs of jobs the worker passed go from their lane once there are 32 and they are
+    at least half of it, all at once: never, and the lane grows with every job ever run."""
+
+    async def lane_left(passed: int, later: int) -> int:
+        store = MemoryStore(Limits(time_scale=100.0))
+        before = [await store.submit("swap", "x") for _ in range(passed - 1)]
+        head = await store.submit("swap", "head")
+        for _ in range(later):
+            await store.submit("swap", "x")
+        for job in before:
+            await store.cancel(job.id)
+        assert await store.take() is head  # the cancelled ones passed, and the head
+        return len(store._lanes[head.delay])  # the seqs of the delay's queued jobs, in order
+
+    assert await lane_left(31, 0) == 31  # below 32: kept, however large a share
+    assert await lane_left(32, 32) == 32  # 32, and exactly half: dropped
+    assert await lane_left(32, 33) == 65  # less than half: kept
+    assert await lane_left(40, 0) == 8  # dropped at the 32nd; the count starts again
+
+
 async def test_a_turn_allows_slice_starts_however_many_were_counted_in_the_one_before() -> None:
     """Starts counted in two callbacks of one turn share that turn's SLICE: one reset a turn."""
     loop = asyncio.get_running_loop()

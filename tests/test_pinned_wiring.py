@@ -687,6 +687,32 @@ async def test_stop_commits_the_writes_handed_over_with_it(tmp_path: Path) -> No
     await asyncio.gather(first, last)  # both committed: neither failed
 
 
+async def test_a_write_after_the_stop_is_undone_and_says_the_server_is_stopping(
+    tmp_path: Path,
+) -> None:
+    """After the stop, a write and a join each run their undo at once and fail with
+    StorageUnavailable, saying the server is stopping."""
+    journal = Journal(str(tmp_path / "stopped.db"))
+    await asyncio.to_thread(journal.open)
+    journal.start()
+    await journal.stop()
+    undone: list[object] = []
+    kind: Shared[str] = Shared(
+        work=lambda journal, items: None,
+        apply=lambda items, outcome: None,
+        undo=undone.extend,
+    )
+    writes = [
+        journal.write(lambda journal: None, undo=lambda: undone.append("write")),
+        journal.join(kind, "join"),
+    ]
+    assert undone == ["write", "join"]
+    for write in writes:
+        with pytest.raises(StorageUnavailable) as caught:
+            await write
+        assert str(caught.value) == "storage unavailable: the server is stopping"
+
+
 @pytest.mark.parametrize("running", [False, True])
 async def test_shutdown_says_how_many_jobs_will_resume(
     journaled: tuple[JournaledStore, _Clock], caplog: pytest.LogCaptureFixture, running: bool

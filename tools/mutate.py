@@ -403,7 +403,21 @@ class PerTestTimeout:
             test = report.nodeid.removeprefix("mutants/")
             with KILLERS.open("a", encoding="utf-8") as killers:  # one short append: atomic
                 killers.write(f"{self.function}\t{test}\n")
+            _end_children()
             os._exit(1)  # pytest's own code for "tests failed": mutmut counts it killed
+
+
+def _end_children() -> None:
+    """Kill this process's children: the servers a test started, which its teardown would
+    have stopped; left running, each held its memory and port until the run ended."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (name) state ppid ...": the name may hold spaces and parentheses
+            parent = int(stat.read_text(encoding="utf-8").rpartition(")")[2].split()[1])
+            if parent == me:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not a process's
+            continue
 
 
 def _run_tests(self: harness.PytestRunner, *, mutant_name: str | None, tests: Iterable[str]) -> int:
