@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import resource
 import time
@@ -72,7 +73,7 @@ class Gate:
         self.head_timeout = head_timeout
         self.open = 0  # counted from the factory call, so one accept burst cannot overshoot
         self._refused = 0  # since the last log line
-        self._logged = 0.0
+        self._logged = -math.inf  # never: the first refusal is logged
 
     def __call__(self) -> asyncio.BaseProtocol:
         if self.open >= self.limit:

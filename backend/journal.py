@@ -124,8 +124,8 @@ class Refused(Exception):
 
 def default_path(environ: Mapping[str, str]) -> Path:
     """`$XDG_STATE_HOME/taskrpc/taskrpc.db`, else `~/.local/state/taskrpc/taskrpc.db`."""
-    state = environ.get("XDG_STATE_HOME") or ""
-    if not os.path.isabs(state):  # the XDG rule: a relative value is ignored
+    state = environ.get("XDG_STATE_HOME")
+    if state is None or not os.path.isabs(state):  # the XDG rule: a relative value is ignored
         home = environ.get("HOME") or str(Path.home())
         state = os.path.join(home, ".local", "state")
     return Path(state) / "taskrpc" / "taskrpc.db"
@@ -481,19 +481,16 @@ class Journal:
             if first is None:
                 return
             batch = first
-            stop = False
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._writes.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
-                    stop = True
-                    break
+                if more is None:  # the stop, after these: they are committed first
+                    self._commit(batch)
+                    return
                 _append(batch, more)
             self._commit(batch)
-            if stop:
-                return
 
     def _commit(self, batch: list[_Write | _Group[Any]]) -> None:
         connection = self.connection

@@ -57,13 +57,13 @@ _BEFORE_EVERY_SEQ = -1  # seqs start at 0: every queued job is behind this one
 
 def new_key() -> int:
     """A random id's key: 16 values of 5 bits (80 bits), one to a byte, read as one int."""
-    return int.from_bytes(secrets.token_bytes(16).translate(_FIVE_BITS), "big")
+    return int.from_bytes(secrets.token_bytes(16).translate(_FIVE_BITS))  # big-endian, the default
 
 
 def id_text(key: JobKey) -> str:
     """The id a key stands for: 16 letters and digits 2-7 for a generated id (~0.2 µs)."""
     if isinstance(key, int):
-        return key.to_bytes(16, "big").translate(_TO_LETTER).decode("ascii")
+        return key.to_bytes(16).translate(_TO_LETTER).decode()  # ASCII letters and digits
     return key
 
 
@@ -142,16 +142,11 @@ class Job:
         attempts: int = 0,  # runs started: 1 for a first run, more when a restart interrupted it
     ) -> None:
         self.key, self.seq, self.submitted_at = id, seq, submitted_at
-        self._text = data.encode("ascii") if data.isascii() else data
+        self._text = data.encode() if data.isascii() else data  # ASCII: UTF-8 is the same bytes
         self._kind = kind(type, delay)
         self._run = (
             None
-            if status is JobStatus.QUEUED
-            and not attempts
-            and started_at is None
-            and finished_at is None
-            and result is None
-            and error is None
+            if status is JobStatus.QUEUED and not attempts  # never ran: nothing of a run to hold
             else Run(status, started_at, finished_at, result, error, attempts)
         )
 
@@ -167,7 +162,7 @@ class Job:
     def data(self) -> str:
         """The text to transform (a new str each time when kept as bytes)."""
         text = self._text
-        return text.decode("ascii") if isinstance(text, bytes) else text
+        return text.decode() if isinstance(text, bytes) else text
 
     @property
     def length(self) -> int:
@@ -272,6 +267,7 @@ class Kind:
     delay: float
 
 
+NOT_YET = -1  # the seq of a job not yet added to a store (`_add` gives it)
 _KINDS: dict[tuple[int, float], Kind] = {}
 _MOST_KINDS = 1024  # far more than types x time scales in use; past it, the cache starts over
 
@@ -326,7 +322,7 @@ def check_submission(limits: Limits, type_key: object, data: object) -> tuple[Jo
             f"data is {len(data)} code points long; the limit is {limits.max_text_chars}"
         )
     try:
-        data.encode("utf-8")
+        data.encode()  # UTF-8, strict: a lone surrogate cannot be written
     except UnicodeEncodeError:
         raise InvalidParams("data must be valid Unicode text: it holds a lone surrogate") from None
     size = job_type.result_length(data)
@@ -827,7 +823,7 @@ class MemoryStore(JobViews):
             type=job_type,
             data=text,
             delay=delay,
-            seq=-1,
+            seq=NOT_YET,
             submitted_at=now,
         )
 

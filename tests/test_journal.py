@@ -349,6 +349,17 @@ def test_resolve_gives_the_default_path_only_when_no_db_is_named() -> None:
     assert resolve(":memory:", environ) == ":memory:"
 
 
+async def test_missing_folders_are_made_and_the_file_is_the_owners_alone(
+    tmp_path: Path, opened: list[JournaledStore]
+) -> None:
+    """A database two folders down is opened: its folder made, 0700; the file new, 0600 (the
+    in-process half of the subprocess test below, which the mutation run leaves out)."""
+    path = tmp_path / "made" / "here" / "jobs.db"
+    await open_store(opened, path)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_default_path_is_used_when_neither_is_set(tmp_path: Path) -> None:
     """With neither --db nor TASKRPC_DB, the server keeps jobs in a new 0600 file of the state
     directory, creating its folder, and names it in its start-up line."""

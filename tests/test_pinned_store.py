@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from backend import store as store_module
 from backend import worker as worker_module
+from backend.jobs import lookup
 from backend.journaled import PRESTART_SCAN, JournaledStore
 from backend.protocol import PREVIEW_CHARS, InvalidParams, JobStatus, QueueFull, ServerBusy
-from backend.store import Limits, MemoryStore, id_key, iso, job_summary
+from backend.store import Limits, MemoryStore, id_key, iso, job_summary, kind
 from backend.worker import Worker
 from tests.conftest import until
 
@@ -251,3 +253,44 @@ async def test_a_batch_of_submits_is_one_insert_padded_to_a_power_of_two_rows(
     (insert,) = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
     values = insert.partition("VALUES")[2].partition(") WHERE")[0]
     assert values.count("), (") + 1 == rows, insert
+
+
+def test_jobs_share_their_kind_and_the_cache_of_kinds_is_bounded() -> None:
+    """Every job of a type and delay holds the same `Kind`; the cache of kinds never holds
+    more than its bound, however many time scales come and go."""
+    reverse = lookup("reverse")
+    assert reverse is not None
+    assert kind(reverse, 2.0) is kind(reverse, 2.0)
+    for n in range(2 * store_module._MOST_KINDS):
+        kind(reverse, float(n))
+        assert len(store_module._KINDS) <= store_module._MOST_KINDS
+
+
+def test_a_job_keeps_ascii_text_as_bytes_and_gives_it_back_as_text() -> None:
+    """ASCII text is held as bytes (a str costs 16 bytes more a job); other text as it is."""
+    job = MemoryStore(FAST)._new_job("reverse", "plain")
+    assert job._text == b"plain"
+    assert job.data == "plain"
+    other = MemoryStore(FAST)._new_job("reverse", "пример")
+    assert other._text == other.data == "пример"
+
+
+async def test_the_worker_lets_others_in_once_every_1024_cancelled_jobs_it_passes() -> None:
+    """Passing cancelled jobs at the head of the queue gives the loop one turn after every
+    1024 of them (and only then): a mass cancel never holds the loop for long."""
+
+    async def turns_given(cancelled: int) -> int:
+        store = MemoryStore(FAST)
+        jobs = [await store.submit("swap", "x") for _ in range(cancelled)]
+        head = await store.submit("swap", "head")
+        for job in jobs:
+            await store.cancel(job.id)
+        taking = asyncio.ensure_future(store.take())
+        turns = 0
+        while not taking.done():  # each of our turns: one the worker gave
+            await asyncio.sleep(0)
+            turns += 1
+        assert taking.result() is head
+        return turns - 1  # the last one: take() had finished
+
+    assert [await turns_given(n) for n in (1023, 1024, 2048)] == [0, 1, 2]
