@@ -35,6 +35,15 @@ BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"listening on (http://\S+)")
 
 
+def pytest_configure() -> None:
+    """Ctrl+C as a terminal gives it, however the suite was started. A shell without job
+    control starts a background command (`make test &`, nohup) with SIGINT ignored; Python
+    keeps it so, and every process the tests start inherits it: the tests of Ctrl+C would
+    then see nothing happen. A handler here is reset to the default in each child."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @dataclass
 class Server:
     """A server running in this test's event loop."""

@@ -294,6 +294,7 @@ async def test_a_new_file_is_ours_in_wal_mode_and_commits_are_synchronous(
     connection = store.journal.connection
     assert connection is not None
     assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # 2: FULL
+    assert connection.isolation_level is None  # no implicit BEGIN: the journal opens its own
 
 
 # -- a full disk ------------------------------------------------------------------------------
