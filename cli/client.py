@@ -49,6 +49,7 @@ from cli.rpc import (
     NotTaskrpc,
     OnBusy,
     Page,
+    TimedOut,
     TransportError,
     TypeInfos,
     Unreachable,
@@ -64,12 +65,19 @@ __all__ = [
     "Disconnected",
     "NotTaskrpc",
     "Subscription",
+    "TimedOut",
     "TransportError",
     "Unreachable",
 ]
 
 T = TypeVar("T")
 HEALTH_TIMEOUT = 5.0  # seconds for GET /healthz, which answers without waiting on anything
+
+
+def failed(url: str, exc: BaseException) -> TransportError:
+    """The error for a call to `url` that `exc` ended: its words, or its name when it has
+    none (as some of aiohttp's have none)."""
+    return TransportError(f"talking to {url} failed: {str(exc) or type(exc).__name__}")
 
 
 class Client:
@@ -119,10 +127,10 @@ class Client:
             raise Disconnected(
                 f"{self.url} closed the connection (is the server stopping?)"
             ) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(
-                f"talking to {self.url} failed: {exc or type(exc).__name__}"
-            ) from exc
+        except TimeoutError:
+            raise TimedOut(self.url, call.timeout) from None
+        except aiohttp.ClientError as exc:
+            raise failed(self.url, exc) from exc
         return call.read(decode(status, body, self.url))
 
     async def submit(self, job_type: int | str, data: str) -> JobObject:
@@ -196,10 +204,10 @@ class Client:
                 self.url + HEALTH_PATH, timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)
             ) as reply:
                 body = await reply.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise TransportError(
-                f"talking to {self.url} failed: {exc or type(exc).__name__}"
-            ) from exc
+        except TimeoutError:
+            raise TimedOut(self.url, HEALTH_TIMEOUT) from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise failed(self.url, exc) from exc
         return body if isinstance(body, dict) else {}
 
     def subscribe(self, limit: int = 1000) -> Subscription:
@@ -241,8 +249,7 @@ class Subscription:
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(self.url, str(exc.os_error.strerror or exc.os_error)) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            reason = exc or type(exc).__name__
-            raise TransportError(f"talking to {self.url} failed: {reason}") from exc
+            raise failed(self.url, exc) from exc
         try:
             self.snapshot = await self._subscribe()
         except BaseException:
@@ -281,7 +288,7 @@ class Subscription:
         while True:  # notifications sent before the answer are superseded by the snapshot
             message = await self._receive()
             if message.get("id") == request_id:
-                snapshot = cast(Snapshot, unpack(message, self.url))
+                snapshot = cast(Snapshot, unpack(message, self.url, "a WebSocket message"))
                 self._seq = snapshot["seq"]
                 return snapshot
 

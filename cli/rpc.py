@@ -51,6 +51,14 @@ class Unreachable(TransportError):
         self.url = url
 
 
+class TimedOut(TransportError):
+    """The server took longer to answer than the call may take."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        super().__init__(f"{url} did not answer within {seconds:g} s")
+        self.url = url
+
+
 class Disconnected(TransportError):
     """The server closed the connection in the middle of a call."""
 
@@ -65,8 +73,7 @@ class NotTaskrpc(TransportError):
 
 def base_url(url: str) -> str:
     """The server's URL without a trailing `/` or `/rpc`: the README's curl URL works too."""
-    url = url.rstrip("/")
-    return url.removesuffix(RPC_PATH) if url.endswith(RPC_PATH) else url
+    return url.rstrip("/").removesuffix(RPC_PATH)
 
 
 class Call(Generic[T]):
@@ -249,15 +256,16 @@ def decode(status: int, body: bytes, url: str) -> Any:
         answer = json.loads(body)
     except ValueError:
         raise NotTaskrpc(url, f"HTTP {status}") from None
-    return unpack(answer, url, status)
+    return unpack(answer, url, f"HTTP {status}")
 
 
-def unpack(answer: Any, url: str, status: int = 200) -> Any:
-    """The result of a decoded JSON-RPC response, or the exception its error stands for."""
+def unpack(answer: Any, url: str, came: str) -> Any:
+    """The result of a decoded JSON-RPC response, or the exception its error stands for;
+    `came` says what it came in, for the error when it is not JSON-RPC at all."""
     try:
         response = parse(answer)
     except (KeyError, TypeError, AttributeError):
-        raise NotTaskrpc(url, f"HTTP {status}") from None
+        raise NotTaskrpc(url, came) from None
     if isinstance(response, Error):
         error = RpcError.from_error(response.code, response.message, response.data)
         if isinstance(error, Unauthorized):

@@ -53,6 +53,7 @@ from cli.rpc import (
     NotTaskrpc,
     OnBusy,
     Page,
+    TimedOut,
     TransportError,
     TypeInfos,
     Unreachable,
@@ -219,7 +220,7 @@ class SyncClient:
             raise
         except TimeoutError:
             self.close()
-            raise TransportError(f"{self.url} did not answer within {timeout:g} s") from None
+            raise TimedOut(self.url, timeout) from None
         except NotHttp:  # e.g. an SSH or SMTP server's greeting
             self.close()
             raise NotTaskrpc(self.url, "something that is not HTTP") from None

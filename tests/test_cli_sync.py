@@ -9,14 +9,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 import cli.client
 import cli.rpc
 from backend.protocol import AlreadyFinished, JobStatus, Method, Unauthorized
-from cli.client import Client
-from cli.rpc import Calls
+from cli.client import Client, failed
+from cli.rpc import Call, Calls, TimedOut, base_url, decode
 from cli.sync import Disconnected, NotTaskrpc, SyncClient, TransportError, Unreachable
 from tests.conftest import Server, StartServer, stand_in, until
 from tests.test_cli_api import RawHttp, Recorder, ok, raw_types, recording, types_at
@@ -126,6 +127,15 @@ async def test_async_client_outside_its_block_says_so(server: Server) -> None:
             assert feed.url == server.url
     with pytest.raises(RuntimeError, match=said):
         await client.types()  # closed again at the end of the block
+
+
+async def test_a_subscription_asks_for_its_limit(server: Server) -> None:
+    """The first snapshot holds at most the subscription's `limit` jobs, the newest."""
+    async with Client(server.url) as client:
+        jobs = [await client.submit("reverse", str(n)) for n in range(3)]
+        async with client.subscribe(limit=2) as feed:
+            assert feed.snapshot is not None
+            assert [job["id"] for job in feed.snapshot["jobs"]] == [jobs[2]["id"], jobs[1]["id"]]
 
 
 async def test_async_client_errors_are_transport_errors() -> None:
@@ -300,13 +310,59 @@ async def test_a_call_gives_up_at_its_timeout_unless_it_may_be_held(
         assert await asyncio.wait_for(client.call(Method.TYPES, None, wait=1.5), 10) == []
         waited: Any = await asyncio.wait_for(client.wait("any", 1.5), 10)  # the stand-in's []
         assert waited == []
-        with pytest.raises(TransportError):
+        with pytest.raises(TimedOut) as plain:
             await asyncio.wait_for(client.call(Method.TYPES), 10)
+        assert str(plain.value) == f"{url} did not answer within 0.2 s"
         held, error = await asyncio.to_thread(_sync_calls, url, 1.5)
         assert held == ([], [])
         assert error == f"{url} did not answer within 0.2 s"
-        with pytest.raises(TransportError):
+        with pytest.raises(TimedOut) as health:
             await asyncio.wait_for(client.health(), 10)
+        assert str(health.value) == f"{url} did not answer within 0.2 s"
+
+
+def test_the_base_url_drops_trailing_slashes_and_the_rpc_path_only() -> None:
+    """`--url` may be the README's curl URL: `/rpc` and trailing slashes go, nothing else."""
+    for given, base in [
+        ("http://h:1", "http://h:1"),
+        ("http://h:1//", "http://h:1"),
+        ("http://h:1/rpc", "http://h:1"),
+        ("http://h:1/rpc/", "http://h:1"),
+        ("http://h:1/taskrpc/rpc", "http://h:1/taskrpc"),
+        ("http://h:1/X/", "http://h:1/X"),
+        ("http://h:1/rpcX", "http://h:1/rpcX"),
+    ]:
+        assert base_url(given) == base, given
+
+
+def test_only_a_wait_is_given_more_than_a_calls_time() -> None:
+    """Every call gets CALL_TIMEOUT s, and a wait its own timeout more: the server holds a
+    wait's answer back, and nothing else's."""
+    plain: list[Call[Any]] = [Calls.submit(1, "a"), Calls.status("a"), Calls.result("a")]
+    plain += [Calls.cancel("a"), Calls.list(), Calls.types()]
+    assert {call.timeout for call in plain} == {cli.rpc.CALL_TIMEOUT}
+    assert Calls.wait("a", 30).timeout == cli.rpc.CALL_TIMEOUT + 30
+
+
+def test_json_that_is_not_json_rpc_is_named_by_the_status_it_came_with() -> None:
+    """An answer that is JSON but not a JSON-RPC response: NotTaskrpc naming its HTTP status."""
+    url = "http://127.0.0.1:1"
+    with pytest.raises(NotTaskrpc) as caught:
+        decode(502, b'{"detail": "bad gateway"}', url)
+    assert str(caught.value) == (
+        f"{url} answered HTTP 502, not JSON-RPC: is {url} a taskrpc server?"
+    )
+
+
+def test_a_failure_is_named_by_its_words_or_else_by_its_kind() -> None:
+    """The async client's error for a call an exception ended: what the exception says, or
+    its class's name when it says nothing."""
+    url = "http://127.0.0.1:1"
+    said = failed(url, aiohttp.ClientPayloadError("the body was cut short"))
+    assert str(said) == f"talking to {url} failed: the body was cut short"
+    assert str(failed(url, aiohttp.ClientPayloadError())) == (
+        f"talking to {url} failed: ClientPayloadError"
+    )
 
 
 async def test_a_health_answer_that_is_not_an_object_is_empty() -> None:
